@@ -1,0 +1,346 @@
+#include "ssync/publication.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <charconv>
+#include <mutex>
+#include <numeric>
+#include <unordered_set>
+
+#include "ssync/hash.h"
+#include "ssync/parallel.h"
+
+namespace ssync {
+
+namespace layout {
+std::string object_path(std::string_view sha256) {
+    std::string p = kObjects;
+    p += '/';
+    p += sha256.substr(0, 2);
+    p += '/';
+    p += sha256;
+    return p;
+}
+std::string release_dir(std::uint64_t serial) {
+    return std::string(kReleases) + "/" + std::to_string(serial);
+}
+}  // namespace layout
+
+namespace {
+
+constexpr const char* kCacheFile = "stat-cache";
+constexpr const char* kLockFile = "lock";
+
+bool exists_at(int dirfd, const std::string& path) {
+    struct stat st;
+    return ::fstatat(dirfd, path.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
+}
+
+// Stores content into objects/ while it is hashed, so the object holds exactly the bytes the
+// manifest vouches for even if the source changes meanwhile.
+class ObjectStore {
+public:
+    ObjectStore(FileSystem& fs, int pub_fd) : fs_(fs), pub_fd_(pub_fd) {}
+
+    Status prepare() {
+        SSYNC_RETURN_IF_ERROR(make_dirs(fs_, pub_fd_, "objects/tmp", 0755, "objects/tmp"));
+        for (int i = 0; i < 256; ++i) {
+            static const char hex[] = "0123456789abcdef";
+            char dir[] = {'o', 'b', 'j', 'e', 'c', 't', 's', '/', hex[i >> 4], hex[i & 15], 0};
+            if (fs_.mkdirat(pub_fd_, dir, 0755) != 0 && errno != EEXIST) return errno_status(dir);
+        }
+        auto d = open_dir_beneath(pub_fd_, "objects/tmp");
+        if (!d) return d.status();
+        tmp_fd_ = std::move(d).value();
+        return Status::ok();
+    }
+
+    bool has(const std::string& sha256) const { return exists_at(pub_fd_, layout::object_path(sha256)); }
+
+    // Reads `src_fd` to the end, hashing it and writing it to a temporary object, then files
+    // it under its digest. When `expect` is set the digest must equal it.
+    Result<FileDigest> store(int src_fd, const std::string& display, const std::string* expect) {
+        std::string tmp = "t" + std::to_string(::getpid()) + "-" + std::to_string(counter_++);
+        UniqueFd out(fs_.openat(tmp_fd_.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0444));
+        if (!out) return errno_status("objects/tmp/" + tmp);
+        auto cleanup = [&] { fs_.unlinkat(tmp_fd_.get(), tmp.c_str(), 0); };
+        auto digest = hash_fd(src_fd, display, [&](const char* data, std::size_t size) {
+            return write_all(fs_, out.get(), std::string_view(data, size), "objects/tmp/" + tmp);
+        });
+        if (!digest) {
+            cleanup();
+            return digest.status();
+        }
+        if (expect && digest->sha256 != *expect) {
+            cleanup();
+            return Status(Code::io, display + ": changed while it was being published; run again");
+        }
+        out.reset();
+        std::string final_path = layout::object_path(digest->sha256);
+        if (fs_.renameat2(tmp_fd_.get(), tmp.c_str(), pub_fd_, final_path.c_str(), RENAME_NOREPLACE) != 0) {
+            int e = errno;
+            cleanup();
+            // Another file with the same content got there first: same bytes, nothing to do.
+            if (e != EEXIST) return errno_status(final_path, e);
+        } else {
+            objects_stored_++;
+            bytes_stored_ += digest->size;
+        }
+        return digest;
+    }
+
+    std::atomic<std::uint64_t> objects_stored_{0}, bytes_stored_{0};
+
+private:
+    FileSystem& fs_;
+    int pub_fd_;
+    UniqueFd tmp_fd_;
+    std::atomic<std::uint64_t> counter_{0};
+};
+
+Result<std::optional<Manifest>> load_previous(int pub_fd) {
+    SSYNC_ASSIGN_OR_RETURN(auto bytes, read_current_manifest(pub_fd));
+    if (!bytes) return std::optional<Manifest>();
+    auto m = parse_manifest(*bytes);
+    if (!m) return m.status().with_context("previous manifest.json in the publication");
+    return std::optional<Manifest>(std::move(m).value());
+}
+
+// Brings tree/ from the previous release to the new one, touching only what changed. Each path
+// is replaced by rename, so a reader always finds a complete file.
+Status update_tree(FileSystem& fs, int pub_fd, const Manifest* previous, const Manifest& next) {
+    bool fresh = !exists_at(pub_fd, layout::kTree);
+    if (fresh) SSYNC_RETURN_IF_ERROR(make_dirs(fs, pub_fd, layout::kTree, 0755, layout::kTree));
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd tree, open_dir_beneath(pub_fd, layout::kTree));
+    const Manifest* prev = fresh ? nullptr : previous;
+
+    auto same = [](const Entry& a, const Entry& b) {
+        return a.type == b.type && (a.type != EntryType::file || a.sha256 == b.sha256);
+    };
+    // Removals first, deepest first, so directories empty out before they go.
+    if (prev) {
+        for (auto it = prev->entries.rbegin(); it != prev->entries.rend(); ++it) {
+            if (it->type == EntryType::symlink) continue;  // never placed in the tree
+            const Entry* n = next.find(it->path);
+            if (n && same(*it, *n)) continue;
+            if (n && n->type == EntryType::dir && it->type == EntryType::dir) continue;
+            SSYNC_RETURN_IF_ERROR(remove_tree(fs, tree.get(), it->path, "tree/" + it->path));
+        }
+    }
+    for (const Entry& e : next.entries) {
+        const Entry* p = prev ? prev->find(e.path) : nullptr;
+        if (p && same(*p, e) && e.type != EntryType::symlink) continue;
+        std::string display = "tree/" + quote_path(e.path);
+        if (e.type == EntryType::dir) {
+            if (fs.mkdirat(tree.get(), e.path.c_str(), 0755) != 0 && errno != EEXIST) {
+                return errno_status(display);
+            }
+        } else if (e.type == EntryType::file) {
+            // Link under a temporary name outside the tree, then rename into place.
+            std::string tmp = "objects/tmp/link-" + std::to_string(::getpid());
+            std::string object = layout::object_path(e.sha256);
+            fs.unlinkat(pub_fd, tmp.c_str(), 0);
+            if (fs.linkat(pub_fd, object.c_str(), pub_fd, tmp.c_str()) != 0) {
+                if (errno != EMLINK) return errno_status(display);
+                // Too many links to one object (thousands of identical files): a copy will do.
+                UniqueFd src(fs.openat(pub_fd, object.c_str(), O_RDONLY | O_NOFOLLOW, 0));
+                UniqueFd dst(fs.openat(pub_fd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0444));
+                if (!src || !dst) return errno_status(display);
+                auto d = hash_fd(src.get(), display, [&](const char* data, std::size_t size) {
+                    return write_all(fs, dst.get(), std::string_view(data, size), display);
+                });
+                if (!d) return d.status();
+            }
+            if (fs.renameat2(pub_fd, tmp.c_str(), tree.get(), e.path.c_str(), 0) != 0) {
+                int err = errno;
+                fs.unlinkat(pub_fd, tmp.c_str(), 0);
+                return errno_status(display, err);
+            }
+        }
+    }
+    return Status::ok();
+}
+
+}  // namespace
+
+Result<std::optional<std::string>> read_current_manifest(int pub_fd) {
+    if (!exists_at(pub_fd, layout::kManifest)) return std::optional<std::string>();
+    SSYNC_ASSIGN_OR_RETURN(std::string bytes,
+                           read_file_bounded(pub_fd, layout::kManifest, ManifestLimits{}.max_bytes,
+                                             layout::kManifest));
+    return std::optional<std::string>(std::move(bytes));
+}
+
+Result<PublishResult> publish(const std::string& source, const std::string& publication,
+                              const PublishOptions& options, const SignFunction& sign) {
+    FileSystem& fs = options.fs ? *options.fs : system_fs();
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd src_fd, open_dir_trusted(source));
+    if (::mkdir(publication.c_str(), 0755) != 0 && errno != EEXIST) return errno_status(publication);
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd pub_fd, open_dir_trusted(publication));
+    {
+        struct stat s1, s2;
+        if (::fstat(src_fd.get(), &s1) == 0 && ::fstat(pub_fd.get(), &s2) == 0 &&
+            s1.st_dev == s2.st_dev && s1.st_ino == s2.st_ino) {
+            return Status(Code::usage, publication + ": the publication cannot be the source tree");
+        }
+    }
+    SSYNC_RETURN_IF_ERROR(make_dirs(fs, pub_fd.get(), layout::kSignerDir, 0700, layout::kSignerDir));
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd signer_fd, open_dir_beneath(pub_fd.get(), layout::kSignerDir));
+    SSYNC_ASSIGN_OR_RETURN(FileLock lock, FileLock::acquire(signer_fd.get(), kLockFile,
+                                                            publication + "/" + layout::kSignerDir));
+
+    SSYNC_ASSIGN_OR_RETURN(std::optional<Manifest> previous, load_previous(pub_fd.get()));
+    Manifest next;
+    next.name = options.name;
+    if (previous) {
+        if (next.name.empty()) next.name = previous->name;
+        if (next.name != previous->name) {
+            return Status(Code::usage, "--name " + next.name + ": the publication holds \"" +
+                                           previous->name + "\"; use a new publication directory");
+        }
+    }
+    if (next.name.empty()) return Status(Code::usage, "--name is required for a new publication");
+    next.serial = options.serial ? *options.serial : (previous ? previous->serial + 1 : 1);
+    if (previous && next.serial <= previous->serial) {
+        return Status(Code::bad_manifest, "--serial " + std::to_string(next.serial) +
+                                              ": must be greater than the current serial " +
+                                              std::to_string(previous->serial));
+    }
+    next.created = options.now;
+    next.expires = options.now + options.valid_for;
+
+    ScanOptions scan_options;
+    scan_options.special = options.special;
+    SSYNC_ASSIGN_OR_RETURN(std::vector<ScannedEntry> scanned, scan_tree(src_fd.get(), scan_options));
+
+    StatCache cache = options.rehash ? StatCache() : StatCache::load(signer_fd.get(), kCacheFile);
+    ObjectStore store(fs, pub_fd.get());
+    SSYNC_RETURN_IF_ERROR(store.prepare());
+
+    // Hash the largest files first so that no core is left with one big file at the end.
+    std::vector<std::size_t> files;
+    std::uint64_t total_bytes = 0;
+    for (std::size_t i = 0; i < scanned.size(); ++i) {
+        if (scanned[i].entry.type == EntryType::file) {
+            files.push_back(i);
+            total_bytes += scanned[i].entry.size;
+        }
+    }
+    std::sort(files.begin(), files.end(), [&](std::size_t a, std::size_t b) {
+        return scanned[a].entry.size > scanned[b].entry.size;
+    });
+    std::unordered_set<std::string_view> previous_hashes;
+    if (previous) {
+        for (const Entry& e : previous->entries)
+            if (e.type == EntryType::file) previous_hashes.insert(e.sha256);
+    }
+
+    Progress progress("signing", files.size(), total_bytes, options.progress);
+    std::atomic<std::uint64_t> hashed{0}, cached{0}, bytes_hashed{0};
+    Status st = parallel_for(files.size(), options.threads, [&](std::size_t k) -> Status {
+        ScannedEntry& se = scanned[files[k]];
+        Entry& e = se.entry;
+        std::string display = quote_path(e.path);
+        if (const std::string* h = cache.lookup(e.path, se.stat)) {
+            // The previous manifest's objects are never collected while it is current.
+            if (previous_hashes.count(*h) || store.has(*h)) {
+                e.sha256 = *h;
+                cached++;
+                progress.add(1, e.size);
+                return Status::ok();
+            }
+        }
+        UniqueFd fd(open_beneath(src_fd.get(), e.path, O_RDONLY));
+        if (!fd) return errno_status(display);
+        struct stat now;
+        if (::fstat(fd.get(), &now) != 0) return errno_status(display);
+        if (!S_ISREG(now.st_mode) || static_cast<std::uint64_t>(now.st_ino) != se.stat.ino) {
+            return Status(Code::io, display + ": replaced while it was being published; run again");
+        }
+        FileDigest digest;
+        const Entry* old = previous ? previous->find(e.path) : nullptr;
+        if (old && old->type == EntryType::file && old->size == e.size) {
+            // Probably unchanged: hash without writing, and store only if the object is new.
+            SSYNC_ASSIGN_OR_RETURN(digest, hash_fd(fd.get(), display));
+            if (!previous_hashes.count(digest.sha256) && !store.has(digest.sha256)) {
+                if (::lseek(fd.get(), 0, SEEK_SET) != 0) return errno_status(display);
+                SSYNC_ASSIGN_OR_RETURN(digest, store.store(fd.get(), display, &digest.sha256));
+            }
+        } else {
+            SSYNC_ASSIGN_OR_RETURN(digest, store.store(fd.get(), display, nullptr));
+        }
+        // What was read is what is published: its size and time, not the scan's.
+        e.sha256 = digest.sha256;
+        e.size = digest.size;
+        e.mtime = now.st_mtim.tv_sec;
+        se.stat.size = digest.size;
+        se.stat.mtime_ns = static_cast<std::int64_t>(now.st_mtim.tv_sec) * 1000000000 + now.st_mtim.tv_nsec;
+        se.stat.ctime_ns = static_cast<std::int64_t>(now.st_ctim.tv_sec) * 1000000000 + now.st_ctim.tv_nsec;
+        hashed++;
+        bytes_hashed += digest.size;
+        progress.add(1, digest.size);
+        return Status::ok();
+    });
+    progress.finish();
+    SSYNC_RETURN_IF_ERROR(st);
+
+    PublishResult result;
+    result.stats.files_hashed = hashed;
+    result.stats.files_cached = cached;
+    result.stats.bytes_hashed = bytes_hashed;
+    result.stats.objects_stored = store.objects_stored_;
+    result.stats.bytes_stored = store.bytes_stored_;
+    StatCache new_cache;
+    next.entries.reserve(scanned.size());
+    for (ScannedEntry& se : scanned) {
+        switch (se.entry.type) {
+            case EntryType::file:
+                result.stats.files++;
+                new_cache.put(se.entry.path, se.stat, se.entry.sha256);
+                break;
+            case EntryType::dir: result.stats.dirs++; break;
+            case EntryType::symlink: result.stats.symlinks++; break;
+        }
+        next.entries.push_back(std::move(se.entry));
+    }
+    SSYNC_RETURN_IF_ERROR(check_manifest(next).with_context("new manifest"));
+
+    // Every object must be on disk before a signed manifest can point at it.
+    if (::syncfs(pub_fd.get()) != 0) return errno_status(publication + ": syncfs");
+
+    std::string bytes = write_manifest(next);
+    SSYNC_ASSIGN_OR_RETURN(std::string signature, sign(bytes));
+
+    std::string release = layout::release_dir(next.serial);
+    if (exists_at(pub_fd.get(), release)) {
+        // Left by a run that failed before switching `latest`; never current, safe to replace.
+        SSYNC_RETURN_IF_ERROR(remove_tree(fs, pub_fd.get(), release, release));
+    }
+    SSYNC_RETURN_IF_ERROR(make_dirs(fs, pub_fd.get(), release, 0755, release));
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd release_fd, open_dir_beneath(pub_fd.get(), release));
+    SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, release_fd.get(), layout::kManifest, bytes, 0644,
+                                            release + "/" + layout::kManifest));
+    SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, release_fd.get(), layout::kSignature, signature,
+                                            0644, release + "/" + layout::kSignature));
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd releases_fd, open_dir_beneath(pub_fd.get(), layout::kReleases));
+    SSYNC_RETURN_IF_ERROR(sync_dir(fs, releases_fd.get(), layout::kReleases));
+    // The switch: from here on, readers that follow `latest` get the new release.
+    SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, pub_fd.get(), layout::kLatest,
+                                            std::to_string(next.serial) + "\n", 0644, layout::kLatest));
+    SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, pub_fd.get(), layout::kSignature, signature, 0644,
+                                            layout::kSignature));
+    SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, pub_fd.get(), layout::kManifest, bytes, 0644,
+                                            layout::kManifest));
+    SSYNC_RETURN_IF_ERROR(update_tree(fs, pub_fd.get(), previous ? &*previous : nullptr, next));
+    // The cache only saves work; failing to write it must not fail a published release.
+    (void)new_cache.save(fs, signer_fd.get(), kCacheFile);
+
+    result.manifest_sha256 = sha256_hex(bytes);
+    result.manifest = std::move(next);
+    return result;
+}
+
+}  // namespace ssync

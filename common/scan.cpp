@@ -1,0 +1,219 @@
+#include "ssync/scan.h"
+
+#include <dirent.h>
+#include <grp.h>
+#include <pwd.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <charconv>
+#include <mutex>
+
+namespace ssync {
+
+namespace {
+
+std::int64_t ns(const struct timespec& ts) {
+    return static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+struct Walker {
+    const ScanOptions& options;
+    std::vector<ScannedEntry>& out;
+
+    Status walk(int dirfd, const std::string& prefix) {
+        int dup = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
+        if (dup < 0) return errno_status(prefix.empty() ? "." : quote_path(prefix));
+        DIR* dir = ::fdopendir(dup);
+        if (!dir) {
+            ::close(dup);
+            return errno_status(quote_path(prefix));
+        }
+        std::vector<std::string> names;
+        errno = 0;
+        while (struct dirent* de = ::readdir(dir)) {
+            std::string n = de->d_name;
+            if (n == "." || n == "..") continue;
+            if (prefix.empty() && n == kReservedDir) continue;
+            names.push_back(std::move(n));
+        }
+        int read_errno = errno;
+        ::closedir(dir);
+        if (read_errno != 0) return errno_status(quote_path(prefix), read_errno);
+        std::sort(names.begin(), names.end());
+        for (const std::string& n : names) {
+            std::string path = prefix.empty() ? n : prefix + "/" + n;
+            if (!is_valid_utf8(n)) {
+                return Status(Code::io, quote_path(path) +
+                                            ": file name is not valid UTF-8 (rename it; ssync does "
+                                            "not publish names it cannot represent exactly)");
+            }
+            struct stat st;
+            if (::fstatat(dirfd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+                return errno_status(quote_path(path));
+            }
+            ScannedEntry se;
+            Entry& e = se.entry;
+            e.path = path;
+            e.mode = st.st_mode & 07777;
+            e.uid = st.st_uid;
+            e.gid = st.st_gid;
+            e.user = user_name(st.st_uid);
+            e.group = group_name(st.st_gid);
+            if (S_ISREG(st.st_mode)) {
+                e.type = EntryType::file;
+                e.size = static_cast<std::uint64_t>(st.st_size);
+                e.mtime = st.st_mtim.tv_sec;
+                se.stat = {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
+                           static_cast<std::uint64_t>(st.st_size), ns(st.st_mtim), ns(st.st_ctim)};
+                out.push_back(std::move(se));
+            } else if (S_ISLNK(st.st_mode)) {
+                e.type = EntryType::symlink;
+                // A symlink's own mode is always 0777 on Linux and cannot be set.
+                e.mode = 0777;
+                std::string target(static_cast<std::size_t>(st.st_size) + 1, '\0');
+                ssize_t len = ::readlinkat(dirfd, n.c_str(), target.data(), target.size());
+                if (len < 0) return errno_status(quote_path(path));
+                if (static_cast<std::size_t>(len) >= target.size()) {
+                    return Status(Code::io, quote_path(path) + ": symlink changed while reading it");
+                }
+                target.resize(static_cast<std::size_t>(len));
+                if (!is_valid_utf8(target)) {
+                    return Status(Code::io, quote_path(path) + ": symlink target is not valid UTF-8");
+                }
+                e.target = std::move(target);
+                out.push_back(std::move(se));
+            } else if (S_ISDIR(st.st_mode)) {
+                e.type = EntryType::dir;
+                out.push_back(std::move(se));
+                UniqueFd child(::openat(dirfd, n.c_str(),
+                                        O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+                if (!child) return errno_status(quote_path(path));
+                SSYNC_RETURN_IF_ERROR(walk(child.get(), path));
+            } else {
+                if (options.special == SpecialFiles::skip) continue;
+                const char* what = S_ISFIFO(st.st_mode) ? "a FIFO"
+                                 : S_ISSOCK(st.st_mode) ? "a socket"
+                                 : S_ISCHR(st.st_mode)  ? "a character device"
+                                 : S_ISBLK(st.st_mode)  ? "a block device"
+                                                        : "a special file";
+                if (options.special == SpecialFiles::include) {
+                    e.type = EntryType::file;
+                    se.special = what;
+                    out.push_back(std::move(se));
+                    continue;
+                }
+                return Status(Code::io, quote_path(path) + ": is " + what +
+                                            "; ssync publishes files, directories and symlinks "
+                                            "(use --skip-special to leave it out)");
+            }
+        }
+        return Status::ok();
+    }
+};
+
+}  // namespace
+
+Result<std::vector<ScannedEntry>> scan_tree(int root_fd, const ScanOptions& options) {
+    std::vector<ScannedEntry> out;
+    Walker walker{options, out};
+    SSYNC_RETURN_IF_ERROR(walker.walk(root_fd, ""));
+    // The walk sorts names per directory, which is not bytewise order of whole paths ("a/b"
+    // comes after "a-b" bytewise, but the walk visits a/ first).
+    std::sort(out.begin(), out.end(),
+              [](const ScannedEntry& a, const ScannedEntry& b) { return a.entry.path < b.entry.path; });
+    return out;
+}
+
+namespace {
+template <typename Id, typename Lookup>
+std::string cached_name(Id id, Lookup lookup) {
+    static std::mutex mutex;
+    static std::unordered_map<Id, std::string> cache;
+    std::lock_guard<std::mutex> lock(mutex);
+    auto it = cache.find(id);
+    if (it != cache.end()) return it->second;
+    std::string name = lookup(id);
+    cache.emplace(id, name);
+    return name;
+}
+}  // namespace
+
+std::string user_name(std::uint32_t uid) {
+    return cached_name(uid, [](std::uint32_t id) {
+        struct passwd pw, *res = nullptr;
+        char buf[4096];
+        if (getpwuid_r(id, &pw, buf, sizeof buf, &res) == 0 && res) return std::string(res->pw_name);
+        return std::string();
+    });
+}
+
+std::string group_name(std::uint32_t gid) {
+    return cached_name(gid, [](std::uint32_t id) {
+        struct group gr, *res = nullptr;
+        char buf[4096];
+        if (getgrgid_r(id, &gr, buf, sizeof buf, &res) == 0 && res) return std::string(res->gr_name);
+        return std::string();
+    });
+}
+
+// Cache file format, one record per line:
+//   <sha256> <size> <mtime_ns> <ctime_ns> <ino> <dev> <path length> <path>\n
+// The explicit length keeps any byte in a path unambiguous.
+StatCache StatCache::load(int dirfd, const std::string& name) {
+    StatCache cache;
+    auto data = read_file_bounded(dirfd, name, 1ull << 30, name);
+    if (!data) return cache;
+    std::string_view s = *data;
+    std::size_t pos = 0;
+    auto field = [&](auto& value) {
+        std::size_t sp = s.find(' ', pos);
+        if (sp == std::string_view::npos) return false;
+        auto r = std::from_chars(s.data() + pos, s.data() + sp, value);
+        if (r.ec != std::errc() || r.ptr != s.data() + sp) return false;
+        pos = sp + 1;
+        return true;
+    };
+    while (pos < s.size()) {
+        if (pos + 65 > s.size() || s[pos + 64] != ' ') return StatCache();
+        Record r;
+        r.sha256 = std::string(s.substr(pos, 64));
+        pos += 65;
+        std::size_t len = 0;
+        if (!field(r.stat.size) || !field(r.stat.mtime_ns) || !field(r.stat.ctime_ns) ||
+            !field(r.stat.ino) || !field(r.stat.dev) || !field(len)) {
+            return StatCache();
+        }
+        if (pos + len + 1 > s.size() || s[pos + len] != '\n') return StatCache();
+        cache.map_.emplace(std::string(s.substr(pos, len)), std::move(r));
+        pos += len + 1;
+    }
+    return cache;
+}
+
+Status StatCache::save(FileSystem& fs, int dirfd, const std::string& name) const {
+    std::string out;
+    out.reserve(map_.size() * 160);
+    for (const auto& [path, r] : map_) {
+        out += r.sha256;
+        out += ' ';
+        out += std::to_string(r.stat.size) + ' ' + std::to_string(r.stat.mtime_ns) + ' ' +
+               std::to_string(r.stat.ctime_ns) + ' ' + std::to_string(r.stat.ino) + ' ' +
+               std::to_string(r.stat.dev) + ' ' + std::to_string(path.size()) + ' ';
+        out += path;
+        out += '\n';
+    }
+    return write_file_atomic(fs, dirfd, name, out, 0600, name);
+}
+
+const std::string* StatCache::lookup(const std::string& path, const FileStat& stat) const {
+    auto it = map_.find(path);
+    if (it == map_.end() || !(it->second.stat == stat)) return nullptr;
+    return &it->second.sha256;
+}
+
+void StatCache::put(const std::string& path, const FileStat& stat, const std::string& sha256) {
+    map_[path] = Record{stat, sha256};
+}
+
+}  // namespace ssync

@@ -1,0 +1,83 @@
+// The publication: what ssync-signer writes and any plain server serves (docs/publication.md).
+//
+//   PUB/latest                         "<serial>\n": the current release (unsigned pointer)
+//   PUB/releases/<serial>/manifest.json      immutable, one directory per release
+//   PUB/releases/<serial>/manifest.json.asc
+//   PUB/manifest.json, manifest.json.asc     the current release again, for people and gpg
+//   PUB/objects/<aa>/<sha256>          file content by hash, immutable, mode 0444
+//   PUB/tree/<path>                    the current release as a plain tree: hard links to
+//                                      objects (regular files and directories only)
+//   PUB/.ssync-signer/                 the signer's lock and stat cache (not for serving)
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <optional>
+#include <string>
+#include <string_view>
+
+#include "ssync/fs.h"
+#include "ssync/manifest.h"
+#include "ssync/report.h"
+#include "ssync/scan.h"
+#include "ssync/status.h"
+
+namespace ssync {
+
+namespace layout {
+inline constexpr const char* kManifest = "manifest.json";
+inline constexpr const char* kSignature = "manifest.json.asc";
+inline constexpr const char* kLatest = "latest";
+inline constexpr const char* kObjects = "objects";
+inline constexpr const char* kReleases = "releases";
+inline constexpr const char* kTree = "tree";
+inline constexpr const char* kSignerDir = ".ssync-signer";
+// "objects/ab/abcdef…"
+std::string object_path(std::string_view sha256);
+// "releases/42"
+std::string release_dir(std::uint64_t serial);
+}  // namespace layout
+
+// Signs manifest bytes; returns the armoured detached signature.
+using SignFunction = std::function<Result<std::string>(std::string_view manifest_bytes)>;
+
+struct PublishOptions {
+    std::string name;                      // empty: the previous manifest's name
+    std::optional<std::uint64_t> serial;   // empty: previous + 1, or 1
+    std::int64_t now = 0;                  // "created"
+    std::int64_t valid_for = 7 * 86400;    // expires = now + valid_for
+    bool rehash = false;                   // ignore the stat cache
+    SpecialFiles special = SpecialFiles::refuse;
+    unsigned threads = 0;                  // 0: one per core
+    bool progress = false;                 // show progress on stderr
+    FileSystem* fs = nullptr;              // nullptr: system_fs()
+};
+
+struct PublishStats {
+    std::uint64_t files = 0, dirs = 0, symlinks = 0;
+    std::uint64_t files_hashed = 0;   // read and hashed this run
+    std::uint64_t files_cached = 0;   // digest taken from the stat cache
+    std::uint64_t bytes_hashed = 0;
+    std::uint64_t objects_stored = 0, bytes_stored = 0;
+};
+
+struct PublishResult {
+    Manifest manifest;
+    std::string manifest_sha256;
+    PublishStats stats;
+};
+
+// Scans `source`, stores new content as objects, then writes and signs the manifest and makes
+// it current. The new release becomes visible only after all of its content is durable
+// (syncfs) and its signature is written; readers that follow `latest` see the old release or
+// the new one, never a mix. On error the current release stays as it was. Errors name the
+// path: io for the file system, bad_manifest for an inconsistent previous publication or a
+// serial that does not increase, whatever sign() returns for signing problems.
+Result<PublishResult> publish(const std::string& source, const std::string& publication,
+                              const PublishOptions& options, const SignFunction& sign);
+
+// The current release's manifest bytes in a local publication (no verification: this is the
+// master reading its own output). Returns std::nullopt in the result when there is none yet.
+Result<std::optional<std::string>> read_current_manifest(int pub_fd);
+
+}  // namespace ssync

@@ -1,0 +1,115 @@
+// ssync-signer sign: tree -> objects -> manifest -> detached signature -> current release.
+#include <cstdio>
+#include <ctime>
+#include <nlohmann/json.hpp>
+
+#include "ssync/publication.h"
+#include "ssync/report.h"
+#include "ssync/signature.h"
+#include "verbs.h"
+
+namespace ssync::signer {
+
+namespace {
+
+int run_sign(const cli::Args& args) {
+    if (!args.has("root") || !args.has("out") || !args.has("key")) {
+        return cli::report_error(Status(Code::usage, "--root, --out and --key are required (see --help)"));
+    }
+    if (!args.positionals().empty()) {
+        return cli::report_error(Status(Code::usage, "unexpected argument '" + args.positionals()[0] + "'"));
+    }
+    PublishOptions options;
+    options.name = args.get("name");
+    options.now = static_cast<std::int64_t>(std::time(nullptr));
+    if (args.has("serial")) {
+        auto n = cli::parse_unsigned(args.get("serial"), "--serial");
+        if (!n) return cli::report_error(n.status());
+        if (*n == 0) return cli::report_error(Status(Code::usage, "--serial: must be at least 1"));
+        options.serial = *n;
+    }
+    auto valid = cli::parse_duration(args.get("expires", "7d"), "--expires");
+    if (!valid) return cli::report_error(valid.status());
+    if (*valid <= 0) return cli::report_error(Status(Code::usage, "--expires: must be positive"));
+    options.valid_for = *valid;
+    options.rehash = args.has("rehash");
+    options.special = args.has("skip-special") ? SpecialFiles::skip : SpecialFiles::refuse;
+    options.progress = stderr_is_terminal() && !args.has("quiet") && !args.has("json");
+    if (args.has("threads")) {
+        auto n = cli::parse_unsigned(args.get("threads"), "--threads");
+        if (!n) return cli::report_error(n.status());
+        options.threads = static_cast<unsigned>(std::min<unsigned long long>(*n, 256));
+    }
+    SigningOptions signing;
+    signing.key = args.get("key");
+    signing.gnupg_home = args.get("gnupghome");
+    signing.passphrase_file = args.get("passphrase-file");
+
+    auto result = publish(args.get("root"), args.get("out"), options,
+                          [&](std::string_view bytes) { return sign_detached(bytes, signing); });
+    if (!result) return cli::report_error(result.status());
+    const PublishResult& r = *result;
+    if (args.has("json")) {
+        nlohmann::json j = {
+            {"name", r.manifest.name},
+            {"serial", r.manifest.serial},
+            {"created", format_rfc3339(r.manifest.created)},
+            {"expires", format_rfc3339(r.manifest.expires)},
+            {"manifest_sha256", r.manifest_sha256},
+            {"files", r.stats.files},
+            {"dirs", r.stats.dirs},
+            {"symlinks", r.stats.symlinks},
+            {"bytes", r.manifest.total_file_bytes()},
+            {"files_hashed", r.stats.files_hashed},
+            {"files_cached", r.stats.files_cached},
+            {"bytes_hashed", r.stats.bytes_hashed},
+            {"objects_stored", r.stats.objects_stored},
+            {"bytes_stored", r.stats.bytes_stored},
+        };
+        std::printf("%s\n", j.dump(2).c_str());
+    } else if (!args.has("quiet")) {
+        std::printf("signed %s serial %llu: %llu files (%s), %llu dirs, %llu symlinks; hashed %llu, "
+                    "reused %llu, stored %llu new objects (%s); expires %s\n",
+                    r.manifest.name.c_str(), static_cast<unsigned long long>(r.manifest.serial),
+                    static_cast<unsigned long long>(r.stats.files),
+                    human_bytes(r.manifest.total_file_bytes()).c_str(),
+                    static_cast<unsigned long long>(r.stats.dirs),
+                    static_cast<unsigned long long>(r.stats.symlinks),
+                    static_cast<unsigned long long>(r.stats.files_hashed),
+                    static_cast<unsigned long long>(r.stats.files_cached),
+                    static_cast<unsigned long long>(r.stats.objects_stored),
+                    human_bytes(r.stats.bytes_stored).c_str(), format_rfc3339(r.manifest.expires).c_str());
+    }
+    return 0;
+}
+
+}  // namespace
+
+cli::Command sign_command() {
+    return {
+        "sign",
+        "scan a tree, store its content and publish a signed manifest",
+        "--root SRC --out PUB --key FPR [OPTIONS]",
+        "Scans SRC (files, directories, symlinks), hashes files with SHA-256 on all cores, stores\n"
+        "new content in PUB/objects, and publishes PUB/manifest.json with the detached signature\n"
+        "PUB/manifest.json.asc as a new release. See docs/publication.md.",
+        {
+            {"root", "SRC", "the tree to publish"},
+            {"out", "PUB", "the publication directory (created if missing)"},
+            {"key", "FPR", "fingerprint of the signing key"},
+            {"gnupghome", "DIR", "GnuPG home holding the key (default: $GNUPGHOME or ~/.gnupg)"},
+            {"passphrase-file", "FILE", "read the key's passphrase from FILE (unattended signing)"},
+            {"name", "NAME", "the file set's name (required for a new publication)"},
+            {"serial", "N", "serial number (default: the current one plus 1)"},
+            {"expires", "DURATION", "validity, e.g. 7d, 36h (default 7d)"},
+            {"rehash", "", "hash every file, ignoring the stat cache"},
+            {"skip-special", "", "leave out devices, FIFOs and sockets instead of failing"},
+            {"threads", "N", "hashing threads (default: one per core)"},
+            {"json", "", "print a JSON summary"},
+            {"quiet", "", "print nothing on success"},
+        },
+        run_sign,
+    };
+}
+
+}  // namespace ssync::signer

@@ -1,0 +1,7 @@
+#pragma once
+
+#include "ssync/cli.h"
+
+namespace ssync::signer {
+cli::Command sign_command();
+}  // namespace ssync::signer

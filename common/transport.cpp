@@ -2,6 +2,7 @@
 
 #include <unistd.h>
 
+#include <algorithm>
 #include <functional>
 #include <utility>
 #include <vector>
@@ -33,25 +34,26 @@ public:
         std::string display = join_path(root_, path);
         if (Status s = check_relative(path); !s) return s.with_context(display);
         UniqueFd fd(open_beneath(fd_.get(), path, O_RDONLY));
+        // Errors reading a publication are the publication's (transport), not our disk's.
         if (!fd) {
             if (errno == ENOENT) return Status(Code::not_found, display + ": not found");
-            return errno_status(display);
+            return Status(Code::transport, errno_status(display).message());
         }
         struct stat st;
-        if (::fstat(fd.get(), &st) != 0) return errno_status(display);
-        if (!S_ISREG(st.st_mode)) return Status(Code::io, display + ": not a regular file");
+        if (::fstat(fd.get(), &st) != 0) return Status(Code::transport, errno_status(display).message());
+        if (!S_ISREG(st.st_mode)) return Status(Code::transport, display + ": not a regular file");
         std::vector<char> buf(1 << 18);
         std::uint64_t total = 0;
         for (;;) {
             ssize_t got = ::read(fd.get(), buf.data(), buf.size());
             if (got < 0) {
                 if (errno == EINTR) continue;
-                return errno_status(display);
+                return Status(Code::transport, errno_status(display).message());
             }
             if (got == 0) break;
             total += static_cast<std::uint64_t>(got);
             if (total > max_bytes) {
-                return Status(Code::io, display + ": larger than the expected " +
+                return Status(Code::transport, display + ": larger than the expected " +
                                             std::to_string(max_bytes) + " bytes");
             }
             SSYNC_RETURN_IF_ERROR(sink(buf.data(), static_cast<std::size_t>(got)));
@@ -79,21 +81,82 @@ Result<std::unique_ptr<Transport>> open_local(const std::string& path) {
 
 struct Scheme {
     const char* prefix;
-    std::function<Result<std::unique_ptr<Transport>>(const std::string& url)> open;
+    std::function<Result<std::unique_ptr<Transport>>(const std::string& url,
+                                                     const TransportOptions& options)>
+        open;
 };
 
 const std::vector<Scheme>& schemes() {
     static const std::vector<Scheme> table = {
-        {"file://", [](const std::string& url) { return open_local(url.substr(7)); }},
+        {"file://", [](const std::string& url, const TransportOptions&) { return open_local(url.substr(7)); }},
     };
     return table;
 }
 
 }  // namespace
 
-Result<std::unique_ptr<Transport>> open_transport(const std::string& url) {
+Status DownloadWriter::open() {
+    fd_.reset(fs_.openat(download_.dir_fd, download_.file_name.c_str(),
+                         O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600));
+    if (!fd_) return errno_status(download_.file_name);
+    written_ = 0;
+    hash_ = std::make_unique<Sha256>();
+    return Status::ok();
+}
+
+Status DownloadWriter::write(const char* data, std::size_t size) {
+    if (written_ + size > download_.size) {
+        return Status(Code::transport, download_.path + ": more than the expected " +
+                                           std::to_string(download_.size) + " bytes");
+    }
+    hash_->update(data, size);
+    written_ += size;
+    return write_all(fs_, fd_.get(), std::string_view(data, size), download_.file_name);
+}
+
+Status DownloadWriter::finish() {
+    if (written_ != download_.size) {
+        return Status(Code::transport, download_.path + ": short download, " + std::to_string(written_) +
+                                           " of " + std::to_string(download_.size) + " bytes");
+    }
+    std::string got = hash_->finish_hex();
+    if (got != download_.sha256) {
+        return Status(Code::transport, download_.path + ": SHA-256 " + got +
+                                           " does not match the manifest's " + download_.sha256);
+    }
+    if (fs_.fsync(fd_.get()) != 0) return errno_status(download_.file_name);
+    fd_.reset();
+    return Status::ok();
+}
+
+void DownloadWriter::discard() {
+    fd_.reset();
+    fs_.unlinkat(download_.dir_fd, download_.file_name.c_str(), 0);
+}
+
+Status Transport::download_all(const std::vector<Download>& downloads, const DownloadOptions& options) {
+    for (const Download& d : downloads) {
+        Status last;
+        for (int attempt = 0; attempt < std::max(1, options.attempts); ++attempt) {
+            DownloadWriter writer(d);
+            last = writer.open();
+            if (!last) return last;
+            last = fetch_to(d.path, d.size, [&](const char* p, std::size_t n) { return writer.write(p, n); });
+            if (last) last = writer.finish();
+            if (last) break;
+            writer.discard();
+            if (last.code() == Code::io) return last;  // our own disk: retrying will not help
+        }
+        if (!last) return last;
+        if (options.progress) options.progress(1, d.size);
+    }
+    return Status::ok();
+}
+
+Result<std::unique_ptr<Transport>> open_transport(const std::string& url,
+                                                  const TransportOptions& options) {
     for (const Scheme& s : schemes()) {
-        if (url.rfind(s.prefix, 0) == 0) return s.open(url);
+        if (url.rfind(s.prefix, 0) == 0) return s.open(url, options);
     }
     auto colon = url.find("://");
     if (colon != std::string::npos) {

@@ -4,13 +4,33 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
+#include "ssync/fs.h"
 #include "ssync/hash.h"
 #include "ssync/status.h"
 
 namespace ssync {
+
+// One file to download into a directory the caller created (staging): `path` in the
+// publication, written to `file_name` below `dir_fd`, which must hold exactly `size` bytes
+// hashing to `sha256` once complete.
+struct Download {
+    std::string path;
+    std::uint64_t size = 0;
+    std::string sha256;
+    int dir_fd = -1;
+    std::string file_name;
+};
+
+struct DownloadOptions {
+    int attempts = 3;                    // tries per file before the batch fails
+    int max_parallel = 8;                // transfers in flight (where the transport can)
+    std::function<void(std::uint64_t files, std::uint64_t bytes)> progress;  // any thread
+};
 
 class Transport {
 public:
@@ -26,12 +46,48 @@ public:
     virtual Status fetch_to(const std::string& path, std::uint64_t max_bytes,
                             const ChunkSink& sink) = 0;
 
+    // Downloads every file, streaming each through SHA-256 and stopping it the moment it
+    // exceeds its size. A short, long or wrong download is removed and retried; when a file
+    // still fails after options.attempts, the error names it (code transport, or io for the
+    // local disk) and files already completed stay in place. The default implementation
+    // fetches one file at a time through fetch_to(); transports that can do better override.
+    virtual Status download_all(const std::vector<Download>& downloads, const DownloadOptions& options);
+
     // The URL as given, for messages.
     virtual std::string describe() const = 0;
 };
 
-// Opens a transport for `url`: a local directory path or file:///path. Errors: usage for an
-// unknown scheme, listing the supported ones.
-Result<std::unique_ptr<Transport>> open_transport(const std::string& url);
+// Writes one Download to its file, hashing as it goes and refusing bytes beyond its size: the
+// one place where downloaded bytes are checked, shared by every transport.
+class DownloadWriter {
+public:
+    explicit DownloadWriter(const Download& download, FileSystem& fs = system_fs())
+        : download_(download), fs_(fs) {}
+    Status open();                                   // (re)creates the file, empty
+    Status write(const char* data, std::size_t size);  // transport error past `size`
+    Status finish();  // transport error when short or the digest differs; fsyncs the file
+    void discard();   // removes the file
+    std::uint64_t written() const { return written_; }
+
+private:
+    const Download& download_;
+    FileSystem& fs_;
+    UniqueFd fd_;
+    std::uint64_t written_ = 0;
+    std::unique_ptr<Sha256> hash_;
+};
+
+struct TransportOptions {
+    std::string ca_file;            // https: trust this CA bundle instead of the system's
+    long connect_timeout = 20;      // seconds to establish a connection
+    long low_speed_time = 30;       // abort a transfer slower than low_speed_limit for this long
+    long low_speed_limit = 1024;    // bytes per second
+    int attempts = 3;               // tries per request
+};
+
+// Opens a transport for `url`: a local directory path or file:///path (and the schemes of
+// the table in transport.cpp). Errors: usage for an unknown scheme, listing the supported ones.
+Result<std::unique_ptr<Transport>> open_transport(const std::string& url,
+                                                  const TransportOptions& options = {});
 
 }  // namespace ssync

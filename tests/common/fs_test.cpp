@@ -1,0 +1,137 @@
+#include "ssync/fs.h"
+
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include "fault_fs.h"
+#include "testutil.h"
+
+namespace ssync {
+
+using test::FaultInjectingFs;
+
+namespace {
+std::vector<std::string> listing(const std::string& dir) {
+    auto r = test::run({"ls", "-A", dir});
+    std::vector<std::string> names;
+    std::string line;
+    for (char c : r.out) {
+        if (c == '\n') names.push_back(line), line.clear();
+        else line += c;
+    }
+    return names;
+}
+}  // namespace
+
+TEST_SUITE("FileSystem") {
+    TEST_CASE("write_file_atomic replaces the file and leaves no temporary") {
+        test::TempDir dir;
+        test::write_file(dir / "f", "old");
+        auto fd = open_dir_trusted(dir.path());
+        REQUIRE(fd.is_ok());
+        REQUIRE(write_file_atomic(system_fs(), fd->get(), "f", "new", 0640, "f").is_ok());
+        CHECK(test::read_file(dir / "f") == "new");
+        CHECK(listing(dir.path()) == std::vector<std::string>{"f"});
+        struct stat st;
+        REQUIRE(::stat((dir / "f").c_str(), &st) == 0);
+        CHECK((st.st_mode & 07777) == 0640);
+    }
+
+    TEST_CASE("a failure at any step leaves the old file and no temporary") {
+        using Op = FaultInjectingFs::Op;
+        for (Op op : {Op::write, Op::fsync, Op::rename, Op::open_create}) {
+            CAPTURE(static_cast<int>(op));
+            test::TempDir dir;
+            test::write_file(dir / "f", "old");
+            auto fd = open_dir_trusted(dir.path());
+            FaultInjectingFs fs;
+            fs.fail(op, 1, ENOSPC);
+            Status s = write_file_atomic(fs, fd->get(), "f", "new", 0644, "f");
+            CHECK_FALSE(s.is_ok());
+            CHECK(s.code() == Code::io);
+            CHECK(fs.failures() == 1);
+            CHECK(test::read_file(dir / "f") == "old");
+            CHECK(listing(dir.path()) == std::vector<std::string>{"f"});
+        }
+    }
+
+    TEST_CASE("open_dir_beneath follows no symlink and refuses ..") {
+        test::TempDir dir;
+        test::make_dirs(dir / "real/sub");
+        REQUIRE(::symlink((dir / "real").c_str(), (dir / "link").c_str()) == 0);
+        auto root = open_dir_trusted(dir.path());
+        CHECK(open_dir_beneath(root->get(), "real/sub").is_ok());
+        auto through_link = open_dir_beneath(root->get(), "link/sub");
+        REQUIRE_FALSE(through_link.is_ok());
+        CHECK(through_link.status().message().find("not a directory") != std::string::npos);
+        CHECK_FALSE(open_dir_beneath(root->get(), "real/../real").is_ok());
+    }
+
+    TEST_CASE("open_beneath refuses a symlink in any component and at the end") {
+        test::TempDir dir;
+        test::write_file(dir / "real/file", "x");
+        REQUIRE(::symlink((dir / "real").c_str(), (dir / "dirlink").c_str()) == 0);
+        REQUIRE(::symlink("file", (dir / "real/filelink").c_str()) == 0);
+        REQUIRE(::symlink("/etc/passwd", (dir / "abs").c_str()) == 0);
+        auto root = open_dir_trusted(dir.path());
+        UniqueFd ok(open_beneath(root->get(), "real/file", O_RDONLY));
+        CHECK(ok);
+        CHECK(open_beneath(root->get(), "dirlink/file", O_RDONLY) < 0);
+        CHECK(open_beneath(root->get(), "real/filelink", O_RDONLY) < 0);
+        CHECK(open_beneath(root->get(), "abs", O_RDONLY) < 0);
+        CHECK(open_beneath(root->get(), "../etc/passwd", O_RDONLY) < 0);
+    }
+
+    TEST_CASE("make_dirs does not create through a symlink") {
+        test::TempDir dir;
+        test::TempDir outside;
+        REQUIRE(::symlink(outside.path().c_str(), (dir / "evil").c_str()) == 0);
+        auto root = open_dir_trusted(dir.path());
+        CHECK_FALSE(make_dirs(system_fs(), root->get(), "evil/new", 0755, "evil/new").is_ok());
+        CHECK_FALSE(test::exists(outside / "new"));
+        CHECK(make_dirs(system_fs(), root->get(), "a/b/c", 0755, "a/b/c").is_ok());
+        CHECK(test::exists(dir / "a/b/c"));
+    }
+
+    TEST_CASE("remove_tree removes a tree but not what a symlink in it points to") {
+        test::TempDir dir;
+        test::TempDir outside;
+        test::write_file(outside / "keep", "precious");
+        test::write_file(dir / "t/a/b", "x");
+        REQUIRE(::symlink(outside.path().c_str(), (dir / "t/a/link").c_str()) == 0);
+        ::chmod((dir / "t/a").c_str(), 0555);
+        auto root = open_dir_trusted(dir.path());
+        REQUIRE(remove_tree(system_fs(), root->get(), "t", "t").is_ok());
+        CHECK_FALSE(test::exists(dir / "t"));
+        CHECK(test::read_file(outside / "keep") == "precious");
+        CHECK(remove_tree(system_fs(), root->get(), "t", "t").is_ok());  // missing is fine
+    }
+
+    TEST_CASE("read_file_bounded enforces its limit") {
+        test::TempDir dir;
+        test::write_file(dir / "f", std::string(100, 'x'));
+        CHECK(read_file_bounded(dir / "f", 100).is_ok());
+        auto r = read_file_bounded(dir / "f", 99);
+        REQUIRE_FALSE(r.is_ok());
+        CHECK(r.status().message().find("larger than the limit of 99 bytes") != std::string::npos);
+    }
+
+    TEST_CASE("FileLock excludes a second holder") {
+        test::TempDir dir;
+        auto root = open_dir_trusted(dir.path());
+        auto first = FileLock::acquire(root->get(), "lock", "dest");
+        REQUIRE(first.is_ok());
+        auto second = FileLock::acquire(root->get(), "lock", "dest");
+        REQUIRE_FALSE(second.is_ok());
+        CHECK(second.status().code() == Code::busy);
+        CHECK(second.status().message() == "dest is locked by another process; try again later");
+    }
+
+    TEST_CASE("quote_path escapes control characters and invalid UTF-8") {
+        CHECK(quote_path("a\nb") == "a\\x0ab");
+        CHECK(quote_path("caf\xc3\xa9") == "caf\xc3\xa9");
+        CHECK(quote_path("bad\xff") == "bad\\xff");
+    }
+}
+
+}  // namespace ssync

@@ -1,0 +1,183 @@
+#include "ssync/publication.h"
+
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fault_fs.h"
+#include "ssync/hash.h"
+#include "testutil.h"
+
+namespace ssync {
+
+namespace {
+
+// Signing is tested with real GnuPG in signature_test.cpp and the end-to-end tests; here a
+// stand-in that is still bound to the bytes lets the layout be checked on its own.
+Result<std::string> fake_sign(std::string_view bytes) { return "SIG " + sha256_hex(bytes); }
+
+PublishOptions options(std::int64_t now = 1700000000) {
+    PublishOptions o;
+    o.name = "site";
+    o.now = now;
+    return o;
+}
+
+void make_source(const std::string& src) {
+    test::write_file(src + "/index.html", "<h1>hi</h1>");
+    test::write_file(src + "/bin/tool", "#!/bin/sh\necho tool\n", 0755);
+    test::write_file(src + "/copy.html", "<h1>hi</h1>");
+    REQUIRE(::symlink("index.html", (src + "/home.html").c_str()) == 0);
+}
+
+ino_t inode(const std::string& path) {
+    struct stat st;
+    REQUIRE(::lstat(path.c_str(), &st) == 0);
+    return st.st_ino;
+}
+
+}  // namespace
+
+TEST_SUITE("Publication") {
+    TEST_CASE("layout: latest, release directory, objects, tree") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        auto r = publish(src.path(), pub.path(), options(), fake_sign);
+        REQUIRE(r.is_ok());
+        CHECK(r->manifest.serial == 1);
+        CHECK(r->stats.files == 3);
+        CHECK(r->stats.objects_stored == 2);  // index.html and copy.html share one object
+        CHECK(test::read_file(pub / "latest") == "1\n");
+        std::string bytes = test::read_file(pub / "manifest.json");
+        CHECK(test::read_file(pub / "releases/1/manifest.json") == bytes);
+        CHECK(test::read_file(pub / "manifest.json.asc") == "SIG " + sha256_hex(bytes));
+        CHECK(test::read_file(pub / "releases/1/manifest.json.asc") == "SIG " + sha256_hex(bytes));
+        std::string h = sha256_hex("<h1>hi</h1>");
+        std::string object = pub / layout::object_path(h);
+        CHECK(test::read_file(object) == "<h1>hi</h1>");
+        struct stat st;
+        REQUIRE(::stat(object.c_str(), &st) == 0);
+        CHECK((st.st_mode & 07777) == 0444);
+        // The plain tree shares storage with the objects and holds no symlinks.
+        CHECK(inode(pub / "tree/index.html") == inode(object));
+        CHECK(inode(pub / "tree/copy.html") == inode(object));
+        CHECK(test::read_file(pub / "tree/bin/tool") == "#!/bin/sh\necho tool\n");
+        CHECK_FALSE(test::exists(pub / "tree/home.html"));
+        const Entry* tool = r->manifest.find("bin/tool");
+        REQUIRE(tool);
+        CHECK(tool->mode == 0755);
+    }
+
+    TEST_CASE("serials increase; a lower serial, another name, or no name are refused") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        auto second = publish(src.path(), pub.path(), options(), fake_sign);
+        REQUIRE(second.is_ok());
+        CHECK(second->manifest.serial == 2);
+        PublishOptions o = options();
+        o.serial = 2;
+        auto low = publish(src.path(), pub.path(), o, fake_sign);
+        REQUIRE_FALSE(low.is_ok());
+        CHECK(low.status().message() == "--serial 2: must be greater than the current serial 2");
+        o = options();
+        o.name = "other";
+        CHECK(publish(src.path(), pub.path(), o, fake_sign).status().code() == Code::usage);
+        test::TempDir pub2;
+        o = options();
+        o.name = "";
+        CHECK(publish(src.path(), pub2.path(), o, fake_sign).status().message() ==
+              "--name is required for a new publication");
+        o.serial = 40;
+        o.name = "x";
+        auto explicit_serial = publish(src.path(), pub2.path(), o, fake_sign);
+        REQUIRE(explicit_serial.is_ok());
+        CHECK(explicit_serial->manifest.serial == 40);
+    }
+
+    TEST_CASE("re-signing reuses hashes; a changed file is rehashed; --rehash hashes all") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        auto again = publish(src.path(), pub.path(), options(), fake_sign);
+        REQUIRE(again.is_ok());
+        CHECK(again->stats.files_hashed == 0);
+        CHECK(again->stats.files_cached == 3);
+        // Same size, new content: the ctime moves even if the mtime were restored.
+        test::write_file(src / "index.html", "<h1>ho</h1>");
+        auto changed = publish(src.path(), pub.path(), options(), fake_sign);
+        REQUIRE(changed.is_ok());
+        CHECK(changed->stats.files_hashed == 1);
+        CHECK(changed->manifest.find("index.html")->sha256 == sha256_hex("<h1>ho</h1>"));
+        CHECK(test::read_file(pub / "tree/index.html") == "<h1>ho</h1>");
+        PublishOptions o = options();
+        o.rehash = true;
+        auto rehash = publish(src.path(), pub.path(), o, fake_sign);
+        REQUIRE(rehash.is_ok());
+        CHECK(rehash->stats.files_hashed == 3);
+        CHECK(rehash->stats.objects_stored == 0);
+    }
+
+    TEST_CASE("the same tree and metadata give a byte-identical manifest") {
+        test::TempDir src, pub1, pub2;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub1.path(), options(), fake_sign).is_ok());
+        REQUIRE(publish(src.path(), pub2.path(), options(), fake_sign).is_ok());
+        CHECK(test::read_file(pub1 / "manifest.json") == test::read_file(pub2 / "manifest.json"));
+    }
+
+    TEST_CASE("the tree follows deletions and type changes") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        REQUIRE(::unlink((src / "copy.html").c_str()) == 0);
+        REQUIRE(::unlink((src / "bin/tool").c_str()) == 0);
+        REQUIRE(::rmdir((src / "bin").c_str()) == 0);
+        test::write_file(src / "bin", "now a file");
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        CHECK_FALSE(test::exists(pub / "tree/copy.html"));
+        CHECK(test::read_file(pub / "tree/bin") == "now a file");
+    }
+
+    TEST_CASE("a failed signature leaves the current release as it was") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        std::string before = test::read_file(pub / "manifest.json");
+        test::write_file(src / "new", "content");
+        auto r = publish(src.path(), pub.path(), options(), [](std::string_view) -> Result<std::string> {
+            return Status(Code::untrusted, "key ABC: bad passphrase");
+        });
+        REQUIRE_FALSE(r.is_ok());
+        CHECK(r.status().message() == "key ABC: bad passphrase");
+        CHECK(test::read_file(pub / "manifest.json") == before);
+        CHECK(test::read_file(pub / "latest") == "1\n");
+        CHECK_FALSE(test::exists(pub / "releases/2"));
+        CHECK_FALSE(test::exists(pub / "tree/new"));
+    }
+
+    TEST_CASE("a full disk while storing content leaves the current release as it was") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        test::write_file(src / "big", std::string(100000, 'b'));
+        test::FaultInjectingFs fs;
+        fs.fail(test::FaultInjectingFs::Op::write, 1, ENOSPC, /*sticky=*/true);
+        PublishOptions o = options();
+        o.fs = &fs;
+        auto r = publish(src.path(), pub.path(), o, fake_sign);
+        REQUIRE_FALSE(r.is_ok());
+        CHECK(r.status().message().find("No space left on device") != std::string::npos);
+        CHECK(test::read_file(pub / "latest") == "1\n");
+        auto objects_tmp = test::run({"find", pub / "objects/tmp", "-type", "f"});
+        CHECK(objects_tmp.out.empty());
+    }
+
+    TEST_CASE("the publication cannot be the source") {
+        test::TempDir src;
+        make_source(src.path());
+        CHECK(publish(src.path(), src.path(), options(), fake_sign).status().code() == Code::usage);
+    }
+}
+
+}  // namespace ssync

@@ -1,0 +1,134 @@
+#include "ssync/scan.h"
+
+#include <doctest/doctest.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include <cstring>
+
+#include "testutil.h"
+
+namespace ssync {
+
+namespace {
+Result<std::vector<ScannedEntry>> scan(const std::string& dir, SpecialFiles special = SpecialFiles::refuse) {
+    auto fd = open_dir_trusted(dir);
+    REQUIRE(fd.is_ok());
+    ScanOptions options;
+    options.special = special;
+    return scan_tree(fd->get(), options);
+}
+std::vector<std::string> paths(const std::vector<ScannedEntry>& entries) {
+    std::vector<std::string> out;
+    for (const auto& e : entries) out.push_back(e.entry.path);
+    return out;
+}
+}  // namespace
+
+TEST_SUITE("TreeScanner") {
+    TEST_CASE("types, modes, symlink targets, bytewise order") {
+        test::TempDir dir;
+        test::write_file(dir / "a/b", "hello", 0640);
+        test::write_file(dir / "a-b", "x", 04755);
+        test::make_dirs(dir / "empty");
+        ::chmod((dir / "empty").c_str(), 01777);
+        REQUIRE(::symlink("../elsewhere", (dir / "a/link").c_str()) == 0);
+        auto r = scan(dir.path());
+        REQUIRE(r.is_ok());
+        CHECK(paths(*r) == std::vector<std::string>{"a", "a-b", "a/b", "a/link", "empty"});
+        const auto& e = *r;
+        CHECK(e[0].entry.type == EntryType::dir);
+        CHECK(e[1].entry.mode == 04755);
+        CHECK(e[2].entry.type == EntryType::file);
+        CHECK(e[2].entry.size == 5);
+        CHECK(e[2].entry.mode == 0640);
+        CHECK(e[2].entry.mtime.has_value());
+        CHECK(e[2].stat.size == 5);
+        CHECK(e[2].entry.user == user_name(::getuid()));
+        CHECK(e[3].entry.type == EntryType::symlink);
+        CHECK(e[3].entry.target == "../elsewhere");
+        CHECK(e[4].entry.mode == 01777);
+    }
+
+    TEST_CASE("a FIFO is refused by name, or skipped, or included for auditors") {
+        test::TempDir dir;
+        test::write_file(dir / "ok", "x");
+        test::make_dirs(dir / "d");
+        REQUIRE(::mkfifo((dir / "d/pipe").c_str(), 0644) == 0);
+        auto refused = scan(dir.path());
+        REQUIRE_FALSE(refused.is_ok());
+        CHECK(refused.status().message().find("d/pipe: is a FIFO") == 0);
+        auto skipped = scan(dir.path(), SpecialFiles::skip);
+        REQUIRE(skipped.is_ok());
+        CHECK(paths(*skipped) == std::vector<std::string>{"d", "ok"});
+        auto included = scan(dir.path(), SpecialFiles::include);
+        REQUIRE(included.is_ok());
+        REQUIRE(included->size() == 3);
+        CHECK(std::string((*included)[1].special) == "a FIFO");
+    }
+
+    TEST_CASE("a socket is refused") {
+        test::TempDir dir;
+        int s = ::socket(AF_UNIX, SOCK_STREAM, 0);
+        sockaddr_un addr{};
+        addr.sun_family = AF_UNIX;
+        std::string p = dir / "sock";
+        REQUIRE(p.size() < sizeof addr.sun_path);
+        std::strcpy(addr.sun_path, p.c_str());
+        REQUIRE(::bind(s, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+        ::close(s);
+        auto r = scan(dir.path());
+        REQUIRE_FALSE(r.is_ok());
+        CHECK(r.status().message().find("sock: is a socket") == 0);
+    }
+
+    TEST_CASE("a file name that is not UTF-8 is refused, naming it readably") {
+        test::TempDir dir;
+        test::write_file(dir / "bad\xff", "x");
+        auto r = scan(dir.path());
+        REQUIRE_FALSE(r.is_ok());
+        CHECK(r.status().message().find("bad\\xff: file name is not valid UTF-8") == 0);
+    }
+
+    TEST_CASE("the top-level .ssync directory is not part of the tree") {
+        test::TempDir dir;
+        test::write_file(dir / ".ssync/manifest.json", "{}");
+        test::write_file(dir / "sub/.ssync", "a file of that name deeper down is content");
+        auto r = scan(dir.path());
+        REQUIRE(r.is_ok());
+        CHECK(paths(*r) == std::vector<std::string>{"sub", "sub/.ssync"});
+    }
+}
+
+TEST_SUITE("StatCache") {
+    TEST_CASE("round trip, and a changed stat misses") {
+        test::TempDir dir;
+        auto fd = open_dir_trusted(dir.path());
+        StatCache cache;
+        FileStat st{1, 2, 3, 4, 5};
+        std::string odd = "odd name\nwith newline and \xff";
+        cache.put("a/b", st, std::string(64, 'c'));
+        cache.put(odd, st, std::string(64, 'd'));
+        REQUIRE(cache.save(system_fs(), fd->get(), "cache").is_ok());
+        StatCache loaded = StatCache::load(fd->get(), "cache");
+        CHECK(loaded.size() == 2);
+        REQUIRE(loaded.lookup("a/b", st));
+        CHECK(*loaded.lookup("a/b", st) == std::string(64, 'c'));
+        CHECK(*loaded.lookup(odd, st) == std::string(64, 'd'));
+        FileStat touched = st;
+        touched.ctime_ns = 6;
+        CHECK(loaded.lookup("a/b", touched) == nullptr);
+        CHECK(loaded.lookup("missing", st) == nullptr);
+    }
+
+    TEST_CASE("a damaged cache is an empty cache") {
+        test::TempDir dir;
+        test::write_file(dir / "cache", std::string(64, 'c') + " 1 2 3 4 5 999 short\n");
+        auto fd = open_dir_trusted(dir.path());
+        CHECK(StatCache::load(fd->get(), "cache").size() == 0);
+        CHECK(StatCache::load(fd->get(), "absent").size() == 0);
+    }
+}
+
+}  // namespace ssync

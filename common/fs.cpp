@@ -236,26 +236,40 @@ Status make_dirs(FileSystem& fs, int dirfd, std::string_view path, mode_t mode,
     return Status::ok();
 }
 
-static Status remove_children(FileSystem& fs, int dirfd, const std::string& display) {
+Result<std::vector<DirChild>> list_dir(int dirfd, const std::string& display) {
     int dup = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
     if (dup < 0) return errno_status(display);
     DIR* dir = ::fdopendir(dup);
     if (!dir) {
+        int err = errno;
         ::close(dup);
-        return errno_status(display);
+        return errno_status(display, err);
     }
-    std::vector<std::pair<std::string, bool>> children;
+    ::rewinddir(dir);
+    std::vector<DirChild> out;
+    errno = 0;
     while (struct dirent* de = ::readdir(dir)) {
         std::string n = de->d_name;
-        if (n == "." || n == "..") continue;
-        bool is_dir = de->d_type == DT_DIR;
-        if (de->d_type == DT_UNKNOWN) {
-            struct stat st;
-            if (::fstatat(dirfd, n.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) is_dir = S_ISDIR(st.st_mode);
-        }
-        children.emplace_back(std::move(n), is_dir);
+        if (n != "." && n != "..") out.push_back({std::move(n), de->d_type});
+        errno = 0;
     }
+    int err = errno;
     ::closedir(dir);
+    if (err != 0) return errno_status(display, err);
+    return out;
+}
+
+static Status remove_children(FileSystem& fs, int dirfd, const std::string& display) {
+    SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> listing, list_dir(dirfd, display));
+    std::vector<std::pair<std::string, bool>> children;
+    for (DirChild& c : listing) {
+        bool is_dir = c.type == DT_DIR;
+        if (c.type == DT_UNKNOWN) {
+            struct stat st;
+            if (::fstatat(dirfd, c.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) is_dir = S_ISDIR(st.st_mode);
+        }
+        children.emplace_back(std::move(c.name), is_dir);
+    }
     for (auto& [n, is_dir] : children) {
         if (is_dir) {
             SSYNC_RETURN_IF_ERROR(remove_tree(fs, dirfd, n, join_path(display, n)));

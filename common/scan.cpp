@@ -1,6 +1,5 @@
 #include "ssync/scan.h"
 
-#include <dirent.h>
 #include <grp.h>
 #include <pwd.h>
 #include <unistd.h>
@@ -22,24 +21,14 @@ struct Walker {
     std::vector<ScannedEntry>& out;
 
     Status walk(int dirfd, const std::string& prefix) {
-        int dup = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
-        if (dup < 0) return errno_status(prefix.empty() ? "." : quote_path(prefix));
-        DIR* dir = ::fdopendir(dup);
-        if (!dir) {
-            ::close(dup);
-            return errno_status(quote_path(prefix));
-        }
+        SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> listing,
+                               list_dir(dirfd, prefix.empty() ? "." : quote_path(prefix)));
         std::vector<std::string> names;
-        errno = 0;
-        while (struct dirent* de = ::readdir(dir)) {
-            std::string n = de->d_name;
-            if (n == "." || n == "..") continue;
-            if (prefix.empty() && n == kReservedDir) continue;
-            names.push_back(std::move(n));
+        names.reserve(listing.size());
+        for (DirChild& c : listing) {
+            if (prefix.empty() && c.name == kReservedDir) continue;
+            names.push_back(std::move(c.name));
         }
-        int read_errno = errno;
-        ::closedir(dir);
-        if (read_errno != 0) return errno_status(quote_path(prefix), read_errno);
         std::sort(names.begin(), names.end());
         for (const std::string& n : names) {
             std::string path = prefix.empty() ? n : prefix + "/" + n;

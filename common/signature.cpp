@@ -5,7 +5,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -73,7 +72,8 @@ Status gpgme_status(gpgme_error_t err, std::string_view context, Code otherwise 
     return Status(code, std::move(message));
 }
 
-// GPGME must be initialised once per process, before the first context, and from one thread.
+// GPGME must be initialised once per process, before the first context; call_once makes that
+// safe when verifiers are created on several threads.
 const Status& initialise_gpgme() {
     static std::once_flag once;
     static Status status;
@@ -304,7 +304,6 @@ struct SignatureReport {
     gpgme_error_t status = 0;
     unsigned summary = 0;
     bool wrong_key_usage = false;
-    gpgme_validity_t validity = GPGME_VALIDITY_UNKNOWN;
     std::int64_t created = 0;
 };
 
@@ -312,8 +311,8 @@ enum class Verdict { good, bad, not_accepted };
 
 struct Judgement {
     Verdict verdict = Verdict::not_accepted;
-    std::string reason;            // one line, for anything but good
-    VerifiedSignature signature;   // for good
+    std::string reason;           // one line, for anything but good
+    VerifiedSignature signature;  // for good
 };
 
 Judgement not_accepted(std::string reason) {
@@ -330,8 +329,8 @@ bool names_subkey(std::string_view name, gpgme_subkey_t subkey) {
 // The rules of the pitfalls note, item 6: GREEN and VALID are not consulted, since keys freshly
 // imported into the private home have unknown validity.
 Judgement judge(const SignatureReport& s, const std::string& home,
-                       const std::vector<std::string>& pinned) {
-    const std::string& fpr = s.fpr.empty() ? std::string("(no issuer)") : s.fpr;
+                const std::vector<std::string>& pinned) {
+    const std::string fpr = s.fpr.empty() ? std::string("(no issuer)") : s.fpr;
     const gpgme_err_code_t code = gpgme_err_code(s.status);
     if (code == GPG_ERR_BAD_SIGNATURE) return {Verdict::bad, "bad signature by key " + fpr, {}};
     if (code == GPG_ERR_CERT_REVOKED || (s.summary & GPGME_SIGSUM_KEY_REVOKED)) {
@@ -350,9 +349,8 @@ Judgement judge(const SignatureReport& s, const std::string& home,
         return not_accepted("key " + fpr + " is not meant for signing");
     }
     if (code != GPG_ERR_NO_ERROR || (s.summary & (GPGME_SIGSUM_RED | GPGME_SIGSUM_SYS_ERROR))) {
-        char text[256];
-        if (gpgme_strerror_r(s.status, text, sizeof text) != 0) text[sizeof text - 1] = '\0';
-        return not_accepted("signature by key " + fpr + " not accepted (" + text + ")");
+        return not_accepted(
+            gpgme_status(s.status, "signature by key " + fpr + " not accepted").message());
     }
 
     // Good as far as gpg is concerned. Now: which primary key made it, and is it pinned?
@@ -401,8 +399,7 @@ Result<VerifiedSignature> SignatureVerifier::verify(std::string_view data,
     gpgme_verify_result_t result = gpgme_op_verify_result(ctx.get());
     for (gpgme_signature_t s = result ? result->signatures : nullptr; s; s = s->next) {
         reports.push_back({s->fpr ? s->fpr : "", s->status, static_cast<unsigned>(s->summary),
-                           s->wrong_key_usage != 0, s->validity,
-                           static_cast<std::int64_t>(s->timestamp)});
+                           s->wrong_key_usage != 0, static_cast<std::int64_t>(s->timestamp)});
     }
     ctx.reset();
     if (reports.empty()) return Status(Code::untrusted, "no signature found");

@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "ssync/fs.h"
+#include "ssync/http_transport.h"
 #include "ssync/manifest.h"
 
 namespace ssync {
@@ -89,6 +90,8 @@ struct Scheme {
 const std::vector<Scheme>& schemes() {
     static const std::vector<Scheme> table = {
         {"file://", [](const std::string& url, const TransportOptions&) { return open_local(url.substr(7)); }},
+        {"http://", open_http_transport},
+        {"https://", open_http_transport},
     };
     return table;
 }

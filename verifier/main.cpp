@@ -4,6 +4,7 @@
 
 int main(int argc, char** argv) {
     const std::vector<ssync::cli::Command> commands = {
+        ssync::verifier::sync_command(),
         ssync::verifier::audit_command(),
         ssync::verifier::check_command(),
         ssync::verifier::show_command(),

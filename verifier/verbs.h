@@ -12,6 +12,7 @@ cli::Command audit_command();
 cli::Command check_command();
 cli::Command show_command();
 cli::Command export_command();
+cli::Command sync_command();
 
 // The options of every verb that reads a signed manifest: --from or --manifest/--signature,
 // --keyring, --name, --allow-expired, --max-manifest-size.

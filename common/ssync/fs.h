@@ -97,6 +97,14 @@ Status make_dirs(FileSystem& fs, int dirfd, std::string_view path, mode_t mode,
 // A missing `name` is not an error.
 Status remove_tree(FileSystem& fs, int dirfd, const std::string& name, const std::string& display);
 
+struct DirChild {
+    std::string name;
+    unsigned char type;  // DT_DIR, DT_REG, DT_LNK... or DT_UNKNOWN
+};
+// The names in a directory (without "." and ".."), read from the start whatever the
+// descriptor's offset (a dup shares it, so a second listing of the same fd would be empty).
+Result<std::vector<DirChild>> list_dir(int dirfd, const std::string& display);
+
 // fsync a directory by descriptor.
 Status sync_dir(FileSystem& fs, int dirfd, const std::string& display);
 

@@ -52,6 +52,10 @@ public:
     // was imported from the keyring, and no signature is bad. Otherwise code untrusted, with a
     // one-line reason: "bad signature", "signed by unknown key <fpr>", "key <fpr> expired",
     // "key <fpr> revoked", "signature expired", "no signature found".
+    // Every signature is examined: one bad (forged) signature refuses the whole, while one that
+    // merely cannot be accepted (unknown, expired or revoked key) does not outvote a good one,
+    // so that a release can be signed by an old and a new key during a key rotation.
+    // Not thread-safe: use a verifier from one thread at a time.
     Result<VerifiedSignature> verify(std::string_view data, std::string_view signature) const;
 
     // Primary fingerprints of the keys imported from the keyring.

@@ -132,3 +132,23 @@ TEST_SUITE("StatCache") {
 }
 
 }  // namespace ssync
+
+namespace ssync {
+TEST_SUITE("TreeScanner") {
+    // Regression: the walker listed a dup of the caller's descriptor, which shares the read
+    // offset, so a second scan of the same descriptor found an empty tree (and the mirror's
+    // stat cache came out empty).
+    TEST_CASE("scanning the same descriptor twice gives the same entries") {
+        test::TempDir dir;
+        test::write_file(dir / "a", "1");
+        test::write_file(dir / "b/c", "2");
+        auto fd = open_dir_trusted(dir.path());
+        auto first = scan_tree(fd->get());
+        auto second = scan_tree(fd->get());
+        REQUIRE(first.is_ok());
+        REQUIRE(second.is_ok());
+        CHECK(first->size() == 3);
+        CHECK(second->size() == 3);
+    }
+}
+}  // namespace ssync

@@ -1,0 +1,438 @@
+#include "ssync/install.h"
+
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <mutex>
+#include <unordered_set>
+
+#include "ssync/audit.h"
+#include "ssync/hash.h"
+#include "ssync/parallel.h"
+#include "ssync/publication.h"
+
+namespace ssync {
+
+namespace {
+
+constexpr const char* kStatCache = "stat-cache";
+constexpr const char* kObjectsDir = "objects";
+
+bool below(const std::string& path, const std::string& dir) {
+    return path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/';
+}
+
+std::string leaf_of(const std::string& path) {
+    auto slash = path.rfind('/');
+    return slash == std::string::npos ? path : path.substr(slash + 1);
+}
+
+// Directory descriptors by relative path, opened without following symlinks. Consecutive
+// entries of a sorted manifest mostly share a parent, so the last few are kept.
+class DirCache {
+public:
+    DirCache(int root) : root_(root) {}
+    Result<int> get(std::string_view dir) {
+        if (dir.empty()) return root_;
+        for (auto& [path, fd] : open_)
+            if (path == dir) return fd.get();
+        SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_dir_beneath(root_, dir));
+        if (open_.size() >= 16) open_.erase(open_.begin());
+        open_.emplace_back(std::string(dir), std::move(fd));
+        return open_.back().second.get();
+    }
+    void forget() { open_.clear(); }
+
+private:
+    int root_;
+    std::vector<std::pair<std::string, UniqueFd>> open_;
+};
+
+// Copies src_fd into a new file, hashing on the way; the file is fsynced.
+Result<FileDigest> copy_hashed(FileSystem& fs, int src_fd, int dir_fd, const std::string& name,
+                               const std::string& display) {
+    UniqueFd out(fs.openat(dir_fd, name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600));
+    if (!out) return errno_status(display);
+    SSYNC_ASSIGN_OR_RETURN(FileDigest d, hash_fd(src_fd, display, [&](const char* p, std::size_t n) {
+        return write_all(fs, out.get(), std::string_view(p, n), display);
+    }));
+    if (fs.fsync(out.get()) != 0) return errno_status(display);
+    return d;
+}
+
+}  // namespace
+
+Result<Installer> Installer::open(const std::string& dest, const InstallOptions& options) {
+    Installer in;
+    in.fs_ = options.fs ? options.fs : &system_fs();
+    in.options_ = options;
+    in.dest_path_ = dest;
+    if (::mkdir(dest.c_str(), 0755) != 0 && errno != EEXIST) return errno_status(dest);
+    SSYNC_ASSIGN_OR_RETURN(in.dest_, open_dir_trusted(dest));
+    std::string meta(kReservedDir);
+    if (in.fs_->mkdirat(in.dest_.get(), meta.c_str(), 0755) != 0 && errno != EEXIST) {
+        return errno_status(join_path(dest, meta));
+    }
+    auto m = open_dir_beneath(in.dest_.get(), meta);
+    if (!m) return m.status().with_context(dest);
+    in.meta_ = std::move(m).value();
+    SSYNC_RETURN_IF_ERROR(make_dirs(*in.fs_, in.meta_.get(), std::string(kStagingDir) + "/" + kObjectsDir, 0700,
+                                    join_path(dest, ".ssync/staging")));
+    SSYNC_ASSIGN_OR_RETURN(in.staging_, open_dir_beneath(in.meta_.get(), kStagingDir));
+    return in;
+}
+
+Result<Plan> Installer::plan(const Manifest& manifest) {
+    ScanOptions scan_options;
+    scan_options.special = SpecialFiles::include;
+    SSYNC_ASSIGN_OR_RETURN(std::vector<ScannedEntry> actual, scan_tree(dest_.get(), scan_options));
+
+    // What content DEST already holds: from the stat cache where a file is unchanged since we
+    // wrote it, else by hashing it (only files whose size some manifest file has).
+    StatCache cache = options_.verify_all ? StatCache() : StatCache::load(meta_.get(), kStatCache);
+    std::unordered_set<std::uint64_t> wanted_sizes;
+    for (const Entry& e : manifest.entries)
+        if (e.type == EntryType::file) wanted_sizes.insert(e.size);
+    std::vector<std::size_t> to_hash;
+    known_hashes_.clear();
+    for (std::size_t i = 0; i < actual.size(); ++i) {
+        const ScannedEntry& a = actual[i];
+        if (a.entry.type != EntryType::file || a.special) continue;
+        if (const std::string* h = cache.lookup(a.entry.path, a.stat)) {
+            known_hashes_[a.entry.path] = *h;
+        } else if (wanted_sizes.count(a.entry.size)) {
+            to_hash.push_back(i);
+        }
+    }
+    std::mutex mutex;
+    SSYNC_RETURN_IF_ERROR(parallel_for(to_hash.size(), options_.threads, [&](std::size_t k) -> Status {
+        const ScannedEntry& a = actual[to_hash[k]];
+        UniqueFd fd(open_beneath(dest_.get(), a.entry.path, O_RDONLY));
+        if (!fd) return Status::ok();  // unreadable: treated as holding nothing useful
+        auto d = hash_fd(fd.get(), a.entry.path);
+        if (!d) return Status::ok();
+        std::lock_guard<std::mutex> lock(mutex);
+        known_hashes_[a.entry.path] = d->sha256;
+        return Status::ok();
+    }));
+    std::unordered_map<std::string, std::string> local_by_hash;
+    for (const auto& [path, hash] : known_hashes_) {
+        auto it = local_by_hash.find(hash);
+        if (it == local_by_hash.end() || path < it->second) local_by_hash[hash] = path;
+    }
+
+    Plan plan;
+    std::unordered_set<std::string> scheduled;
+    auto need_content = [&](const Entry& e) {
+        if (!scheduled.insert(e.sha256).second) return;
+        auto it = local_by_hash.find(e.sha256);
+        if (it != local_by_hash.end()) {
+            plan.local_source[e.sha256] = it->second;
+        } else {
+            plan.local_source[e.sha256] = "";
+            plan.download.push_back(&e);
+            plan.bytes_to_download += e.size;
+        }
+    };
+    auto metadata_differs = [&](const Entry& e, const ScannedEntry& a) {
+        if (e.type != EntryType::symlink && a.entry.mode != e.mode) return true;
+        if (options_.owners == OwnerPolicy::apply &&
+            (a.entry.uid != expected_uid(e) || a.entry.gid != expected_gid(e))) {
+            return true;
+        }
+        return e.type == EntryType::file && e.mtime && a.entry.mtime != e.mtime;
+    };
+
+    std::string skip_below;
+    const auto& want = manifest.entries;
+    std::size_t i = 0, j = 0;
+    while (i < want.size() || j < actual.size()) {
+        int cmp = i == want.size() ? 1 : j == actual.size() ? -1 : want[i].path.compare(actual[j].entry.path);
+        if (cmp < 0) {
+            const Entry& e = want[i++];
+            plan.create.push_back(&e);
+            plan.added++;
+            if (e.type == EntryType::file) need_content(e);
+            continue;
+        }
+        if (cmp > 0) {
+            const ScannedEntry& a = actual[j++];
+            if (!skip_below.empty() && below(a.entry.path, skip_below)) continue;
+            if (options_.extras == ExtraPolicy::remove) {
+                plan.remove.push_back(a.entry.path);
+                plan.removed++;
+            }
+            if (a.entry.type == EntryType::dir) skip_below = a.entry.path;
+            continue;
+        }
+        const Entry& e = want[i++];
+        const ScannedEntry& a = actual[j++];
+        if (a.special || a.entry.type != e.type) {
+            plan.retype.push_back(e.path);
+            plan.create.push_back(&e);
+            plan.changed++;
+            if (e.type == EntryType::file) need_content(e);
+            if (a.entry.type == EntryType::dir) skip_below = e.path;
+            continue;
+        }
+        bool content_differs = false;
+        if (e.type == EntryType::file) {
+            auto it = known_hashes_.find(e.path);
+            content_differs = it == known_hashes_.end() || it->second != e.sha256;
+        } else if (e.type == EntryType::symlink) {
+            content_differs = a.entry.target != e.target;
+        }
+        if (content_differs) {
+            plan.create.push_back(&e);
+            plan.changed++;
+            if (e.type == EntryType::file) need_content(e);
+        } else if (metadata_differs(e, a)) {
+            plan.metadata.push_back(&e);
+            plan.changed++;
+        }
+    }
+    return plan;
+}
+
+Status Installer::stage(const Plan& plan, Transport& transport, ContentLayout layout,
+                        const DownloadOptions& download_options) {
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd objects, open_dir_beneath(staging_.get(), kObjectsDir));
+    std::string objects_display = join_path(dest_path_, ".ssync/staging/objects");
+
+    // Content an interrupted run left behind is kept only if it still verifies.
+    std::unordered_set<std::string> staged;
+    {
+        SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> listing, list_dir(objects.get(), objects_display));
+        std::vector<std::string> names;
+        for (DirChild& c : listing) names.push_back(std::move(c.name));
+        for (const std::string& n : names) {
+            bool keep = false;
+            auto it = plan.local_source.find(n);
+            if (it != plan.local_source.end()) {
+                UniqueFd fd(::openat(objects.get(), n.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+                if (fd) {
+                    auto d = hash_fd(fd.get(), n);
+                    keep = d && d->sha256 == n;
+                }
+            }
+            if (keep) staged.insert(n);
+            else fs_->unlinkat(objects.get(), n.c_str(), 0);
+        }
+    }
+
+    // Content DEST already has under another path (renames, copies) is copied, not fetched.
+    std::vector<const Entry*> downloads;
+    for (const Entry* e : plan.download)
+        if (!staged.count(e->sha256)) downloads.push_back(e);
+    std::unordered_map<std::string, const Entry*> entry_by_hash;
+    for (const Entry* e : plan.create)
+        if (e->type == EntryType::file) entry_by_hash.emplace(e->sha256, e);
+    for (const auto& [hash, source] : plan.local_source) {
+        if (source.empty() || staged.count(hash)) continue;
+        UniqueFd src(open_beneath(dest_.get(), source, O_RDONLY));
+        if (src) {
+            auto d = copy_hashed(*fs_, src.get(), objects.get(), hash, join_path(dest_path_, source));
+            if (d && d->sha256 == hash) {
+                staged.insert(hash);
+                continue;
+            }
+        }
+        // Changed or gone since the plan (or the copy failed): fetch it instead.
+        fs_->unlinkat(objects.get(), hash.c_str(), 0);
+        downloads.push_back(entry_by_hash.at(hash));
+    }
+
+    std::vector<Download> batch;
+    batch.reserve(downloads.size());
+    for (const Entry* e : downloads) {
+        Download d;
+        d.path = layout == ContentLayout::objects ? layout::object_path(e->sha256) : e->path;
+        d.size = e->size;
+        d.sha256 = e->sha256;
+        d.dir_fd = objects.get();
+        d.file_name = e->sha256;
+        batch.push_back(std::move(d));
+    }
+    if (!batch.empty()) SSYNC_RETURN_IF_ERROR(transport.download_all(batch, download_options));
+    // Staged content must be durable before any of it is renamed into DEST.
+    if (::syncfs(objects.get()) != 0) return errno_status(objects_display + ": syncfs");
+    return Status::ok();
+}
+
+Status Installer::set_metadata_fd(int fd, const Entry& e, const std::string& display) {
+    // chown first: it clears setuid/setgid bits, which fchmod then sets.
+    if (options_.owners == OwnerPolicy::apply) {
+        if (::fchown(fd, expected_uid(e), expected_gid(e)) != 0) return errno_status(display + ": chown");
+    }
+    if (e.type == EntryType::file && e.mtime) {
+        struct timespec times[2];
+        times[0].tv_sec = *e.mtime;
+        times[0].tv_nsec = 0;
+        times[1] = times[0];
+        if (::futimens(fd, times) != 0) return errno_status(display + ": set mtime");
+    }
+    if (e.type != EntryType::dir && fs_->fchmod(fd, e.mode) != 0) return errno_status(display + ": chmod");
+    return Status::ok();
+}
+
+Status Installer::apply(const Manifest& manifest, const Plan& plan) {
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd objects, open_dir_beneath(staging_.get(), kObjectsDir));
+    DirCache dirs(dest_.get());
+    auto display = [&](const std::string& path) { return join_path(dest_path_, quote_path(path)); };
+
+    // 1. Entries of the wrong type go first (a file where a directory must be, and so on).
+    for (const std::string& path : plan.retype) {
+        SSYNC_ASSIGN_OR_RETURN(int parent, dirs.get(parent_path(path)));
+        SSYNC_RETURN_IF_ERROR(remove_tree(*fs_, parent, leaf_of(path), display(path)));
+    }
+    dirs.forget();
+
+    // How often each staged content is still to be used: the last use may take the staged
+    // file itself, earlier ones take copies.
+    std::unordered_map<std::string, int> uses;
+    for (const Entry* e : plan.create)
+        if (e->type == EntryType::file) uses[e->sha256]++;
+
+    // 2. Create and replace, parents before children (the manifest is sorted).
+    std::uint64_t counter = 0;
+    for (const Entry* e : plan.create) {
+        std::string parent_dir(parent_path(e->path));
+        SSYNC_ASSIGN_OR_RETURN(int parent, dirs.get(parent_dir));
+        std::string leaf = leaf_of(e->path);
+        std::string what = display(e->path);
+        if (e->type == EntryType::dir) {
+            // Writable while it is being filled; its own mode is set in step 5.
+            if (fs_->mkdirat(parent, leaf.c_str(), 0700) != 0 && errno != EEXIST) return errno_status(what);
+            UniqueFd fd(fs_->openat(parent, leaf.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0));
+            if (!fd) return errno_status(what);
+            SSYNC_RETURN_IF_ERROR(set_metadata_fd(fd.get(), *e, what));
+            continue;
+        }
+        std::string tmp = "in-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+        if (e->type == EntryType::symlink) {
+            if (fs_->symlinkat(e->target.c_str(), staging_.get(), tmp.c_str()) != 0) return errno_status(what);
+            if (options_.owners == OwnerPolicy::apply &&
+                fs_->fchownat(staging_.get(), tmp.c_str(), expected_uid(*e), expected_gid(*e), AT_SYMLINK_NOFOLLOW) != 0) {
+                int err = errno;
+                fs_->unlinkat(staging_.get(), tmp.c_str(), 0);
+                return errno_status(what + ": chown", err);
+            }
+        } else {
+            int& remaining = uses[e->sha256];
+            if (remaining > 1) {
+                UniqueFd src(fs_->openat(objects.get(), e->sha256.c_str(), O_RDONLY | O_NOFOLLOW, 0));
+                if (!src) return errno_status(what + ": staged content");
+                SSYNC_ASSIGN_OR_RETURN(FileDigest d, copy_hashed(*fs_, src.get(), staging_.get(), tmp, what));
+                if (d.sha256 != e->sha256) return Status(Code::io, what + ": staged content changed");
+            } else if (fs_->renameat2(objects.get(), e->sha256.c_str(), staging_.get(), tmp.c_str(), 0) != 0) {
+                return errno_status(what + ": staged content");
+            }
+            remaining--;
+            UniqueFd fd(fs_->openat(staging_.get(), tmp.c_str(), O_RDONLY | O_NOFOLLOW, 0));
+            if (!fd) return errno_status(what);
+            if (Status s = set_metadata_fd(fd.get(), *e, what); !s) {
+                fs_->unlinkat(staging_.get(), tmp.c_str(), 0);
+                return s;
+            }
+        }
+        // The switch for this path: atomic, and never through a symlink (parent was opened
+        // with O_NOFOLLOW all the way down; a symlink at `leaf` itself is replaced, not followed).
+        if (fs_->renameat2(staging_.get(), tmp.c_str(), parent, leaf.c_str(), 0) != 0) {
+            int err = errno;
+            fs_->unlinkat(staging_.get(), tmp.c_str(), 0);
+            return errno_status(what, err);
+        }
+    }
+
+    // 3. Metadata of entries whose content is already right.
+    for (const Entry* e : plan.metadata) {
+        std::string what = display(e->path);
+        if (e->type == EntryType::symlink) {
+            SSYNC_ASSIGN_OR_RETURN(int parent, dirs.get(parent_path(e->path)));
+            if (options_.owners == OwnerPolicy::apply &&
+                fs_->fchownat(parent, leaf_of(e->path).c_str(), expected_uid(*e), expected_gid(*e), AT_SYMLINK_NOFOLLOW) != 0) {
+                return errno_status(what + ": chown");
+            }
+            continue;
+        }
+        UniqueFd fd(e->type == EntryType::dir ? [&]() -> int {
+            auto d = open_dir_beneath(dest_.get(), e->path);
+            return d ? std::move(d).value().release() : -1;
+        }() : open_beneath(dest_.get(), e->path, O_RDONLY));
+        if (!fd) return errno_status(what);
+        SSYNC_RETURN_IF_ERROR(set_metadata_fd(fd.get(), *e, what));
+        if (e->type == EntryType::dir && fs_->fchmod(fd.get(), e->mode) != 0) return errno_status(what + ": chmod");
+    }
+
+    // 4. Extras, deepest first.
+    for (auto it = plan.remove.rbegin(); it != plan.remove.rend(); ++it) {
+        SSYNC_ASSIGN_OR_RETURN(int parent, dirs.get(parent_path(*it)));
+        SSYNC_RETURN_IF_ERROR(remove_tree(*fs_, parent, leaf_of(*it), display(*it)));
+    }
+
+    // 5. Directory modes last, deepest first, so that a read-only directory is filled first.
+    dirs.forget();
+    for (auto it = plan.create.rbegin(); it != plan.create.rend(); ++it) {
+        const Entry* e = *it;
+        if (e->type != EntryType::dir) continue;
+        SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_dir_beneath(dest_.get(), e->path));
+        if (fs_->fchmod(fd.get(), e->mode) != 0) return errno_status(display(e->path) + ": chmod");
+    }
+    (void)manifest;
+    if (::syncfs(dest_.get()) != 0) return errno_status(dest_path_ + ": syncfs");
+    return Status::ok();
+}
+
+Status Installer::record(const Manifest& manifest, const std::string& manifest_bytes,
+                         const std::string& signature) {
+    std::string meta_display = join_path(dest_path_, ".ssync");
+    std::string release = layout::release_dir(manifest.serial);
+    SSYNC_RETURN_IF_ERROR(make_dirs(*fs_, meta_.get(), release, 0755, meta_display + "/" + release));
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd release_fd, open_dir_beneath(meta_.get(), release));
+    SSYNC_RETURN_IF_ERROR(write_file_atomic(*fs_, release_fd.get(), layout::kManifest, manifest_bytes, 0644,
+                                            meta_display + "/" + release + "/" + layout::kManifest));
+    SSYNC_RETURN_IF_ERROR(write_file_atomic(*fs_, release_fd.get(), layout::kSignature, signature, 0644,
+                                            meta_display + "/" + release + "/" + layout::kSignature));
+    SSYNC_RETURN_IF_ERROR(write_file_atomic(*fs_, meta_.get(), layout::kLatest,
+                                            std::to_string(manifest.serial) + "\n", 0644, meta_display + "/latest"));
+    SSYNC_RETURN_IF_ERROR(write_file_atomic(*fs_, meta_.get(), layout::kSignature, signature, 0644,
+                                            meta_display + "/" + layout::kSignature));
+    SSYNC_RETURN_IF_ERROR(write_file_atomic(*fs_, meta_.get(), layout::kManifest, manifest_bytes, 0644,
+                                            meta_display + "/" + layout::kManifest));
+    // Older releases' manifests are no longer served: `latest` names the current one, and a
+    // downstream mirror that read the old `latest` a moment ago retries.
+    if (auto releases = open_dir_beneath(meta_.get(), layout::kReleases)) {
+        if (auto listing = list_dir(releases->get(), meta_display + "/releases")) {
+            for (const DirChild& c : *listing) {
+                if (c.name != std::to_string(manifest.serial)) (void)remove_tree(*fs_, releases->get(), c.name, c.name);
+            }
+        }
+    }
+
+    // The stat cache lets the next run trust what it finds unchanged without re-hashing.
+    ScanOptions scan_options;
+    scan_options.special = SpecialFiles::skip;
+    auto actual = scan_tree(dest_.get(), scan_options);
+    if (actual) {
+        StatCache cache;
+        for (const ScannedEntry& a : *actual) {
+            if (a.entry.type != EntryType::file) continue;
+            const Entry* e = manifest.find(a.entry.path);
+            if (e && e->type == EntryType::file && e->size == a.entry.size) cache.put(a.entry.path, a.stat, e->sha256);
+        }
+        (void)cache.save(*fs_, meta_.get(), kStatCache);
+    }
+    return clean_staging();
+}
+
+Status Installer::clean_staging() {
+    SSYNC_RETURN_IF_ERROR(remove_tree(*fs_, meta_.get(), kStagingDir, join_path(dest_path_, ".ssync/staging")));
+    SSYNC_RETURN_IF_ERROR(make_dirs(*fs_, meta_.get(), std::string(kStagingDir) + "/" + kObjectsDir, 0700,
+                                    join_path(dest_path_, ".ssync/staging")));
+    SSYNC_ASSIGN_OR_RETURN(staging_, open_dir_beneath(meta_.get(), kStagingDir));
+    return Status::ok();
+}
+
+}  // namespace ssync

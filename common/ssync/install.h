@@ -1,0 +1,97 @@
+// Making a destination tree equal to a verified manifest: plan, stage, verify, switch in.
+//
+// Every path in DEST always holds its old or its new version: new content is staged and
+// verified in DEST/.ssync/staging (same file system), then renamed over its path. Nothing is
+// renamed into DEST before every staged file has verified. No symlink in DEST is followed:
+// directories are opened component by component with O_NOFOLLOW and entries are created and
+// replaced relative to those descriptors. After SIGKILL a re-run converges: what is already
+// in place matches and is skipped; verified staged content is reused.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "ssync/fs.h"
+#include "ssync/manifest.h"
+#include "ssync/scan.h"
+#include "ssync/status.h"
+#include "ssync/transport.h"
+
+namespace ssync {
+
+enum class OwnerPolicy { apply, skip };
+enum class ExtraPolicy { remove, keep };
+
+// Where a release's content is fetched from in the source: by hash (a publication's
+// objects/) or by path (another mirror's tree).
+enum class ContentLayout { objects, tree };
+
+struct Plan {
+    std::vector<const Entry*> create;       // entries to (re)create: content, type or target differ
+    std::vector<const Entry*> metadata;     // content in place, but mode/owner/mtime differ
+    std::vector<std::string> remove;        // DEST paths to delete (top-most only)
+    std::vector<std::string> retype;        // DEST paths to delete before `create` (wrong type)
+    // Content needed, by hash: a DEST path that already holds it, or empty to download.
+    std::unordered_map<std::string, std::string> local_source;
+    std::vector<const Entry*> download;     // one entry per distinct hash to fetch
+    std::uint64_t bytes_to_download = 0;
+    std::uint64_t added = 0, changed = 0, removed = 0;
+
+    bool empty() const { return create.empty() && metadata.empty() && remove.empty() && retype.empty(); }
+};
+
+struct InstallOptions {
+    OwnerPolicy owners = OwnerPolicy::skip;
+    ExtraPolicy extras = ExtraPolicy::remove;
+    bool verify_all = false;   // hash every DEST file instead of trusting the stat cache
+    unsigned threads = 0;
+    FileSystem* fs = nullptr;  // nullptr: system_fs()
+};
+
+class Installer {
+public:
+    // Opens DEST (creating it if missing) and DEST/.ssync. The caller holds the lock.
+    static Result<Installer> open(const std::string& dest, const InstallOptions& options);
+
+    // Compares DEST with `manifest`. Uses DEST/.ssync/stat-cache to avoid re-hashing files
+    // whose stat did not change since the last run.
+    Result<Plan> plan(const Manifest& manifest);
+
+    // Brings every content the plan needs into staging (local copies, then downloads through
+    // `transport`), each verified by SHA-256; nothing in DEST changes. Reuses verified content
+    // left in staging by an interrupted run.
+    Status stage(const Plan& plan, Transport& transport, ContentLayout layout,
+                 const DownloadOptions& download_options);
+
+    // Switches the staged release in: directories, files and symlinks renamed into place,
+    // metadata fixed, extras removed, directory modes set last, then syncfs.
+    Status apply(const Manifest& manifest, const Plan& plan);
+
+    // Records the applied release in DEST/.ssync (manifest, signature, `latest`, stat cache) so
+    // DEST can be audited and served to downstream mirrors, and empties staging.
+    Status record(const Manifest& manifest, const std::string& manifest_bytes, const std::string& signature);
+
+    // Removes staging (after a failed run that should not be resumed).
+    Status clean_staging();
+
+    int dest_fd() const { return dest_.get(); }
+    int meta_fd() const { return meta_.get(); }
+
+private:
+    Installer() = default;
+    Status link_or_copy_staged(const Entry& e, int parent_fd, const std::string& leaf, bool last_use);
+    Status set_metadata_fd(int fd, const Entry& e, const std::string& display);
+
+    FileSystem* fs_ = nullptr;
+    InstallOptions options_;
+    std::string dest_path_;
+    UniqueFd dest_, meta_, staging_;
+    std::unordered_map<std::string, std::string> known_hashes_;  // DEST path -> sha256
+};
+
+inline constexpr const char* kStagingDir = "staging";
+
+}  // namespace ssync

@@ -1,0 +1,45 @@
+// What a mirror remembers between runs: per file-set name, the last applied serial and the
+// manifest's and signature's digests, so that rollbacks and freezes are caught.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+
+#include "ssync/fs.h"
+#include "ssync/status.h"
+
+namespace ssync {
+
+struct SyncState {
+    std::string name;
+    std::uint64_t serial = 0;
+    std::string manifest_sha256;
+    std::string signature_sha256;
+    std::int64_t expires = 0;
+    std::string dest;  // where it was applied (informational)
+};
+
+// The state directory's files: "<name>.state" (JSON). The default directory is
+// /var/lib/ssync (docs/operators.md).
+class StateStore {
+public:
+    inline static const std::string kDefaultDir = "/var/lib/ssync";
+
+    // Opens (creating if missing, mode 0700) the state directory.
+    static Result<StateStore> open(FileSystem& fs, const std::string& dir);
+
+    // The state for `name`; std::nullopt when there is none. A damaged state file is an error
+    // (io) naming it: silently forgetting it would re-open the door to rollbacks.
+    Result<std::optional<SyncState>> load(const std::string& name) const;
+    // Durably replaces the state for state.name.
+    Status save(const SyncState& state) const;
+
+private:
+    StateStore(FileSystem& fs, std::string dir, UniqueFd fd) : fs_(&fs), dir_(std::move(dir)), fd_(std::move(fd)) {}
+    FileSystem* fs_;
+    std::string dir_;
+    UniqueFd fd_;
+};
+
+}  // namespace ssync

@@ -1,0 +1,61 @@
+#include "ssync/state.h"
+
+#include <sys/stat.h>
+
+#include <nlohmann/json.hpp>
+
+#include "ssync/manifest.h"
+
+namespace ssync {
+
+Result<StateStore> StateStore::open(FileSystem& fs, const std::string& dir) {
+    if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST) return errno_status(dir);
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_dir_trusted(dir));
+    return StateStore(fs, dir, std::move(fd));
+}
+
+Result<std::optional<SyncState>> StateStore::load(const std::string& name) const {
+    std::string file = name + ".state";
+    std::string display = join_path(dir_, file);
+    struct stat st;
+    if (::fstatat(fd_.get(), file.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) {
+        if (errno == ENOENT) return std::optional<SyncState>();
+        return errno_status(display);
+    }
+    SSYNC_ASSIGN_OR_RETURN(std::string text, read_file_bounded(fd_.get(), file, 1 << 20, display));
+    auto j = nlohmann::json::parse(text, nullptr, /*allow_exceptions=*/false);
+    auto damaged = [&](const char* why) {
+        return Status(Code::io, display + ": damaged state file (" + why +
+                                    "); fix or remove it knowingly: it guards against rollbacks");
+    };
+    if (j.is_discarded() || !j.is_object()) return damaged("not a JSON object");
+    SyncState s;
+    try {
+        s.name = j.at("name").get<std::string>();
+        s.serial = j.at("serial").get<std::uint64_t>();
+        s.manifest_sha256 = j.at("manifest_sha256").get<std::string>();
+        s.signature_sha256 = j.at("signature_sha256").get<std::string>();
+        auto expires = parse_rfc3339(j.at("expires").get<std::string>());
+        if (!expires) return damaged("bad expires");
+        s.expires = *expires;
+        s.dest = j.value("dest", "");
+    } catch (const nlohmann::json::exception&) {
+        return damaged("missing or mistyped field");
+    }
+    if (s.name != name) return damaged("holds another name");
+    return std::optional<SyncState>(std::move(s));
+}
+
+Status StateStore::save(const SyncState& s) const {
+    nlohmann::json j = {{"name", s.name},
+                        {"serial", s.serial},
+                        {"manifest_sha256", s.manifest_sha256},
+                        {"signature_sha256", s.signature_sha256},
+                        {"expires", format_rfc3339(s.expires)},
+                        {"dest", s.dest}};
+    std::string file = s.name + ".state";
+    return write_file_atomic(*fs_, fd_.get(), file, j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
+                             0600, join_path(dir_, file));
+}
+
+}  // namespace ssync

@@ -1,0 +1,163 @@
+#include "ssync/sync.h"
+
+#include <atomic>
+#include <chrono>
+#include <memory>
+
+#include "ssync/hash.h"
+#include "ssync/publication.h"
+#include "ssync/release.h"
+#include "ssync/report.h"
+#include "ssync/state.h"
+
+namespace ssync {
+
+namespace {
+
+Status rollback_error(const std::string& name, std::uint64_t offered, std::uint64_t applied) {
+    return Status(Code::bad_manifest, name + ": the publication offers serial " + std::to_string(offered) +
+                                          ", older than the applied serial " + std::to_string(applied) +
+                                          ": rollback refused");
+}
+
+// The manifest DEST recorded at the last successful run, if it is the one the state vouches for.
+std::optional<std::pair<std::string, std::string>> recorded_release(int meta_fd, const SyncState& state,
+                                                                    const ManifestLimits& limits) {
+    auto bytes = read_file_bounded(meta_fd, layout::kManifest, limits.max_bytes, layout::kManifest);
+    auto sig = read_file_bounded(meta_fd, layout::kSignature, kMaxSignatureBytes, layout::kSignature);
+    if (!bytes || !sig) return std::nullopt;
+    if (sha256_hex(*bytes) != state.manifest_sha256 || sha256_hex(*sig) != state.signature_sha256) return std::nullopt;
+    return std::make_pair(std::move(bytes).value(), std::move(sig).value());
+}
+
+}  // namespace
+
+Result<SyncReport> sync_release(const SyncOptions& options) {
+    auto start = std::chrono::steady_clock::now();
+    FileSystem& fs = options.fs ? *options.fs : system_fs();
+    {
+        // Fail early on a misconfigured keyring, even on runs that would not need it.
+        auto keyring = read_file_bounded(options.keyring, 16 << 20);
+        if (!keyring) return keyring.status();
+    }
+    InstallOptions install_options;
+    install_options.owners = options.owners;
+    install_options.extras = options.extras;
+    install_options.verify_all = options.verify_all;
+    install_options.fs = &fs;
+    SSYNC_ASSIGN_OR_RETURN(Installer installer, Installer::open(options.dest, install_options));
+    SSYNC_ASSIGN_OR_RETURN(FileLock lock, FileLock::acquire(installer.meta_fd(), "lock", options.dest));
+    SSYNC_ASSIGN_OR_RETURN(StateStore store, StateStore::open(fs, options.state_dir));
+    SSYNC_ASSIGN_OR_RETURN(std::unique_ptr<Transport> transport, open_transport(options.url, options.transport));
+
+    SyncReport report;
+    std::string name = options.name;
+    if (name.empty()) {
+        // The name DEST was last synced with: keeps a mirror from silently switching file sets.
+        if (auto recorded = read_file_bounded(installer.meta_fd(), layout::kManifest, options.limits.max_bytes,
+                                              layout::kManifest)) {
+            if (auto m = parse_manifest(*recorded, options.limits)) name = m->name;
+        }
+    }
+    std::optional<SyncState> state;
+    if (!name.empty()) {
+        SSYNC_ASSIGN_OR_RETURN(state, store.load(name));
+        if (state) report.previous_serial = state->serial;
+    }
+
+    SSYNC_ASSIGN_OR_RETURN(ReleaseFiles files, locate_release(*transport));
+    ContentLayout content = files.manifest_path.rfind(".ssync/", 0) == 0 ? ContentLayout::tree : ContentLayout::objects;
+
+    std::string manifest_bytes, signature;
+    Manifest manifest;
+    bool have_release = false;
+    if (state && files.announced_serial) {
+        if (*files.announced_serial < state->serial) return rollback_error(name, *files.announced_serial, state->serial);
+        if (*files.announced_serial == state->serial) {
+            // Probably nothing new: compare the small signature before fetching the manifest.
+            SSYNC_ASSIGN_OR_RETURN(std::string sig, transport->fetch(files.signature_path, kMaxSignatureBytes));
+            report.bytes_fetched += sig.size();
+            if (sha256_hex(sig) == state->signature_sha256) {
+                if (state->expires <= options.now) {
+                    return Status(Code::bad_manifest,
+                                  name + ": serial " + std::to_string(state->serial) + " expired at " +
+                                      format_rfc3339(state->expires) + " and the publication offers nothing newer: "
+                                      "the master stopped re-signing or the mirror is frozen");
+                }
+                if (auto recorded = recorded_release(installer.meta_fd(), *state, options.limits)) {
+                    if (auto m = parse_manifest(recorded->first, options.limits)) {
+                        manifest = std::move(m).value();
+                        manifest_bytes = std::move(recorded->first);
+                        signature = std::move(recorded->second);
+                        have_release = true;
+                    }
+                }
+            }
+        }
+    }
+    if (!have_release) {
+        SSYNC_ASSIGN_OR_RETURN(auto verifier, SignatureVerifier::create(options.keyring));
+        TrustPolicy policy;
+        policy.now = options.now;
+        policy.expected_name = name;
+        policy.limits = options.limits;
+        SSYNC_ASSIGN_OR_RETURN(VerifiedRelease release, fetch_release(*transport, *verifier, policy));
+        report.bytes_fetched += release.manifest_bytes.size() + release.signature.size();
+        if (state) {
+            if (release.manifest.serial < state->serial) return rollback_error(name, release.manifest.serial, state->serial);
+            if (release.manifest.serial == state->serial && release.manifest_sha256 != state->manifest_sha256) {
+                return Status(Code::bad_manifest, name + ": serial " + std::to_string(state->serial) +
+                                                      " was applied with different manifest bytes; a release "
+                                                      "never changes under the same serial: refused");
+            }
+        }
+        manifest = std::move(release.manifest);
+        manifest_bytes = std::move(release.manifest_bytes);
+        signature = std::move(release.signature);
+    }
+    report.name = manifest.name;
+    report.serial = manifest.serial;
+
+    SSYNC_ASSIGN_OR_RETURN(Plan plan, installer.plan(manifest));
+    report.added = plan.added;
+    report.changed = plan.changed;
+    report.removed = plan.removed;
+    bool same_release = state && state->serial == manifest.serial;
+    if (plan.empty() && same_release) {
+        report.noop = true;
+        report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        return report;
+    }
+
+    for (const auto& [hash, source] : plan.local_source) report.files_copied_locally += !source.empty();
+    Progress progress("fetching", plan.download.size(), plan.bytes_to_download, options.progress);
+    DownloadOptions download_options;
+    download_options.attempts = options.transport.attempts;
+    download_options.max_parallel = options.max_parallel;
+    std::atomic<std::uint64_t> files_fetched{0}, bytes_fetched{0};
+    download_options.progress = [&](std::uint64_t n, std::uint64_t bytes) {
+        files_fetched += n;
+        bytes_fetched += bytes;
+        progress.add(n, bytes);
+    };
+    Status staged = installer.stage(plan, *transport, content, download_options);
+    progress.finish();
+    SSYNC_RETURN_IF_ERROR(staged);
+    report.files_fetched = files_fetched;
+    report.bytes_fetched += bytes_fetched;
+
+    SSYNC_RETURN_IF_ERROR(installer.apply(manifest, plan));
+    SSYNC_RETURN_IF_ERROR(installer.record(manifest, manifest_bytes, signature));
+    SyncState next;
+    next.name = manifest.name;
+    next.serial = manifest.serial;
+    next.manifest_sha256 = sha256_hex(manifest_bytes);
+    next.signature_sha256 = sha256_hex(signature);
+    next.expires = manifest.expires;
+    next.dest = options.dest;
+    SSYNC_RETURN_IF_ERROR(store.save(next));
+    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    return report;
+}
+
+}  // namespace ssync

@@ -48,8 +48,9 @@ int FileSystem::utimensat(int dirfd, const char* path, const struct timespec tim
 }
 
 FileSystem& system_fs() {
-    static FileSystem fs;
-    return fs;
+    // Never destroyed: code that runs at exit (static destructors of tests) may still use it.
+    static FileSystem* fs = new FileSystem;
+    return *fs;
 }
 
 std::string join_path(std::string_view a, std::string_view b) {

@@ -50,7 +50,8 @@ private:
     std::vector<std::pair<std::string, UniqueFd>> open_;
 };
 
-// Copies src_fd into a new file, hashing on the way; the file is fsynced.
+// Copies src_fd into a new file, hashing on the way. Not fsynced: stage() and apply() sync
+// the file system once.
 Result<FileDigest> copy_hashed(FileSystem& fs, int src_fd, int dir_fd, const std::string& name,
                                const std::string& display) {
     UniqueFd out(fs.openat(dir_fd, name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600));
@@ -58,7 +59,6 @@ Result<FileDigest> copy_hashed(FileSystem& fs, int src_fd, int dir_fd, const std
     SSYNC_ASSIGN_OR_RETURN(FileDigest d, hash_fd(src_fd, display, [&](const char* p, std::size_t n) {
         return write_all(fs, out.get(), std::string_view(p, n), display);
     }));
-    if (fs.fsync(out.get()) != 0) return errno_status(display);
     return d;
 }
 
@@ -201,6 +201,11 @@ Status Installer::stage(const Plan& plan, Transport& transport, ContentLayout la
     SSYNC_ASSIGN_OR_RETURN(UniqueFd objects, open_dir_beneath(staging_.get(), kObjectsDir));
     std::string objects_display = join_path(dest_path_, ".ssync/staging/objects");
 
+    // Half-prepared entries of an interrupted run go; its verified content may stay.
+    SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> leftovers, list_dir(staging_.get(), objects_display));
+    for (const DirChild& c : leftovers) {
+        if (c.name != kObjectsDir) SSYNC_RETURN_IF_ERROR(remove_tree(*fs_, staging_.get(), c.name, c.name));
+    }
     // Content an interrupted run left behind is kept only if it still verifies.
     std::unordered_set<std::string> staged;
     {
@@ -310,13 +315,17 @@ Status Installer::apply(const Manifest& manifest, const Plan& plan) {
             SSYNC_RETURN_IF_ERROR(set_metadata_fd(fd.get(), *e, what));
             continue;
         }
-        std::string tmp = "in-" + std::to_string(::getpid()) + "-" + std::to_string(counter++);
+        // The new version is prepared beside DEST's file system root in staging (metadata
+        // included), then switched in by one rename. The last use of a staged content is
+        // renamed itself; earlier uses take copies.
+        int from_dir = staging_.get();
+        std::string from = "in-" + std::to_string(counter++);
         if (e->type == EntryType::symlink) {
-            if (fs_->symlinkat(e->target.c_str(), staging_.get(), tmp.c_str()) != 0) return errno_status(what);
+            if (fs_->symlinkat(e->target.c_str(), staging_.get(), from.c_str()) != 0) return errno_status(what);
             if (options_.owners == OwnerPolicy::apply &&
-                fs_->fchownat(staging_.get(), tmp.c_str(), expected_uid(*e), expected_gid(*e), AT_SYMLINK_NOFOLLOW) != 0) {
+                fs_->fchownat(staging_.get(), from.c_str(), expected_uid(*e), expected_gid(*e), AT_SYMLINK_NOFOLLOW) != 0) {
                 int err = errno;
-                fs_->unlinkat(staging_.get(), tmp.c_str(), 0);
+                fs_->unlinkat(staging_.get(), from.c_str(), 0);
                 return errno_status(what + ": chown", err);
             }
         } else {
@@ -324,24 +333,22 @@ Status Installer::apply(const Manifest& manifest, const Plan& plan) {
             if (remaining > 1) {
                 UniqueFd src(fs_->openat(objects.get(), e->sha256.c_str(), O_RDONLY | O_NOFOLLOW, 0));
                 if (!src) return errno_status(what + ": staged content");
-                SSYNC_ASSIGN_OR_RETURN(FileDigest d, copy_hashed(*fs_, src.get(), staging_.get(), tmp, what));
+                SSYNC_ASSIGN_OR_RETURN(FileDigest d, copy_hashed(*fs_, src.get(), staging_.get(), from, what));
                 if (d.sha256 != e->sha256) return Status(Code::io, what + ": staged content changed");
-            } else if (fs_->renameat2(objects.get(), e->sha256.c_str(), staging_.get(), tmp.c_str(), 0) != 0) {
-                return errno_status(what + ": staged content");
+            } else {
+                from_dir = objects.get();
+                from = e->sha256;
             }
             remaining--;
-            UniqueFd fd(fs_->openat(staging_.get(), tmp.c_str(), O_RDONLY | O_NOFOLLOW, 0));
-            if (!fd) return errno_status(what);
-            if (Status s = set_metadata_fd(fd.get(), *e, what); !s) {
-                fs_->unlinkat(staging_.get(), tmp.c_str(), 0);
-                return s;
-            }
+            UniqueFd fd(fs_->openat(from_dir, from.c_str(), O_RDONLY | O_NOFOLLOW, 0));
+            if (!fd) return errno_status(what + ": staged content");
+            SSYNC_RETURN_IF_ERROR(set_metadata_fd(fd.get(), *e, what));
         }
         // The switch for this path: atomic, and never through a symlink (parent was opened
         // with O_NOFOLLOW all the way down; a symlink at `leaf` itself is replaced, not followed).
-        if (fs_->renameat2(staging_.get(), tmp.c_str(), parent, leaf.c_str(), 0) != 0) {
+        if (fs_->renameat2(from_dir, from.c_str(), parent, leaf.c_str(), 0) != 0) {
             int err = errno;
-            fs_->unlinkat(staging_.get(), tmp.c_str(), 0);
+            if (from_dir == staging_.get()) fs_->unlinkat(staging_.get(), from.c_str(), 0);
             return errno_status(what, err);
         }
     }

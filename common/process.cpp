@@ -42,8 +42,16 @@ Result<ProcessResult> run_process(const std::vector<std::string>& argv,
     posix_spawn_file_actions_adddup2(&actions, out.write_end.get(), 1);
     if (!options.inherit_stderr) posix_spawn_file_actions_adddup2(&actions, err.write_end.get(), 2);
 
+    // extra_env overrides inherited variables of the same name (a duplicate would leave the
+    // child's getenv() returning the inherited value).
     std::vector<std::string> env_strings;
-    for (char** e = environ; *e; ++e) env_strings.emplace_back(*e);
+    auto name_of = [](const std::string& e) { return e.substr(0, e.find('=')); };
+    for (char** e = environ; *e; ++e) {
+        std::string entry = *e;
+        bool overridden = false;
+        for (const auto& x : options.extra_env) overridden = overridden || name_of(x) == name_of(entry);
+        if (!overridden) env_strings.push_back(std::move(entry));
+    }
     for (const auto& e : options.extra_env) env_strings.push_back(e);
     std::vector<char*> envp;
     for (auto& e : env_strings) envp.push_back(e.data());

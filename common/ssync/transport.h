@@ -65,7 +65,7 @@ public:
         : download_(download), fs_(fs) {}
     Status open();                                   // (re)creates the file, empty
     Status write(const char* data, std::size_t size);  // transport error past `size`
-    Status finish();  // transport error when short or the digest differs; fsyncs the file
+    Status finish();  // transport error when short or the digest differs; closes the file
     void discard();   // removes the file
     std::uint64_t written() const { return written_; }
 

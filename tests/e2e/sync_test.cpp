@@ -1,0 +1,364 @@
+// ssync-verifier sync against a local publication: the plan, the install, the state, safety.
+#include <signal.h>
+#include <sys/file.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <spawn.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "e2e.h"
+#include "ssync/fs.h"
+#include "tree_snapshot.h"
+
+extern char** environ;
+
+namespace ssync::test {
+
+namespace {
+
+struct Mirror : Published {
+    std::string dest = dir / "dest", state = dir / "state";
+
+    ProcessResult sync(const std::vector<std::string>& extra = {}, const std::string& from = {}) const {
+        std::vector<std::string> args = {"sync", "--from", from.empty() ? pub : from, "--to", dest,
+                                         "--keyring", keyring, "--state", state, "--json"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        return verifier(args);
+    }
+    nlohmann::json sync_ok(const std::vector<std::string>& extra = {}) const {
+        auto r = sync(extra);
+        REQUIRE_MESSAGE(r.exit_status == 0, r.err);
+        auto j = nlohmann::json::parse(r.out, nullptr, false);
+        REQUIRE_FALSE(j.is_discarded());
+        return j;
+    }
+    void audit_clean() const {
+        auto a = audit(dest);
+        CHECK_MESSAGE(a.exit_status == 0, a.out << a.err);
+    }
+};
+
+void rm(const std::string& path) { REQUIRE(run({"rm", "-rf", path}).exit_status == 0); }
+
+}  // namespace
+
+TEST_SUITE("e2e sync") {
+    TEST_CASE("first sync, audit, no-op, and the mirror keeps the signed manifest") {
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        auto first = m.sync_ok();
+        CHECK(first["serial"] == 1);
+        CHECK(first["noop"] == false);
+        CHECK(first["added"] == 10);
+        CHECK(first["files_fetched"] == 5);
+        m.audit_clean();
+        CHECK(snapshot(m.dest) == snapshot(m.src));
+        CHECK(read_file(m.dest + "/.ssync/manifest.json") == read_file(m.pub + "/manifest.json"));
+        auto state = nlohmann::json::parse(read_file(m.state + "/site.state"));
+        CHECK(state["serial"] == 1);
+
+        auto again = m.sync_ok();
+        CHECK(again["noop"] == true);
+        CHECK(again["files_fetched"] == 0);
+        // Silent when not at a terminal and without --json: cron gets nothing on success.
+        auto quiet = verifier({"sync", "--from", m.pub, "--to", m.dest, "--keyring", m.keyring, "--state", m.state,
+                               "--no-owner"});
+        CHECK(quiet.exit_status == 0);
+        CHECK(quiet.out.empty());
+        CHECK(quiet.err.empty());
+    }
+
+    TEST_CASE("an update with adds, changes, deletes, renames, mode changes and type swaps") {
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok();
+        // Rename the big file: its content is already on the mirror, so nothing is fetched for it.
+        REQUIRE(::rename((m.src + "/big.bin").c_str(), (m.src + "/docs/big-renamed.bin").c_str()) == 0);
+        write_file(m.src + "/index.html", "<h1>Welcome back</h1>\n");
+        write_file(m.src + "/new/file.txt", "new\n");
+        ::unlink((m.src + "/docs/guide.txt").c_str());
+        ::chmod((m.src + "/bin/run").c_str(), 0700);
+        // file -> symlink, symlink -> dir, dir -> file
+        ::unlink((m.src + "/docs/deep/notes.md").c_str());
+        REQUIRE(::symlink("../../index.html", (m.src + "/docs/deep/notes.md").c_str()) == 0);
+        ::unlink((m.src + "/home.html").c_str());
+        make_dirs(m.src + "/home.html");
+        write_file(m.src + "/home.html/inside", "inside\n");
+        rm(m.src + "/empty");
+        write_file(m.src + "/empty", "now a file\n");
+        REQUIRE(m.sign().exit_status == 0);
+        auto r = m.sync_ok();
+        CHECK(r["serial"] == 2);
+        CHECK(r["files_copied_locally"] == 1);
+        CHECK(r["files_fetched"] == 4);  // index.html, new/file.txt, home.html/inside, empty
+        CHECK(r["bytes_fetched"].get<std::uint64_t>() < 300000);
+        m.audit_clean();
+        CHECK(snapshot(m.dest) == snapshot(m.src));
+    }
+
+    TEST_CASE("rollback: an older serial, or the same serial with other bytes, is refused") {
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        std::string old_pub = m.dir / "old-pub";
+        REQUIRE(run({"cp", "-a", m.pub, old_pub}).exit_status == 0);
+        write_file(m.src + "/index.html", "v2");
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok();
+        Snapshot before = snapshot(m.dest);
+        auto r = m.sync({}, old_pub);
+        CHECK(r.exit_status == 4);
+        CHECK(r.err.find("rollback refused") != std::string::npos);
+        CHECK(snapshot(m.dest) == before);
+
+        // A different release under serial 2.
+        std::string other_pub = m.dir / "other-pub";
+        Published other;
+        other.pub = other_pub;
+        other.src = m.src;
+        write_file(m.src + "/index.html", "v2, other");
+        REQUIRE(other.sign({"--serial", "2"}).exit_status == 0);
+        auto same = m.sync({}, other_pub);
+        CHECK(same.exit_status == 4);
+        CHECK(same.err.find("different manifest bytes") != std::string::npos);
+        CHECK(snapshot(m.dest) == before);
+    }
+
+    TEST_CASE("an expired release is refused, and so is a replayed one on the no-op path") {
+        Mirror m;
+        REQUIRE(m.sign({"--expires", "3s"}).exit_status == 0);
+        m.sync_ok();
+        ::sleep(4);
+        auto frozen = m.sync();
+        CHECK(frozen.exit_status == 4);
+        CHECK(frozen.err.find("expired") != std::string::npos);
+        Mirror fresh;
+        REQUIRE(fresh.sign({"--expires", "1s"}).exit_status == 0);
+        ::sleep(2);
+        auto r = fresh.sync();
+        CHECK(r.exit_status == 4);
+        CHECK_FALSE(exists(fresh.dest + "/index.html"));
+    }
+
+    TEST_CASE("a tampered object on the server leaves DEST byte-for-byte unchanged") {
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok();
+        Snapshot before = snapshot(m.dest);
+        write_file(m.src + "/index.html", "<h1>v2</h1>\n");
+        write_file(m.src + "/docs/guide.txt", "guide v2\n");
+        auto s = m.sign({"--json"});
+        REQUIRE(s.exit_status == 0);
+        auto manifest = nlohmann::json::parse(read_file(m.pub + "/manifest.json"));
+        for (auto& e : manifest["entries"]) {
+            if (e["path"] == "index.html") {
+                std::string h = e["sha256"];
+                std::string object = m.pub + "/objects/" + h.substr(0, 2) + "/" + h;
+                ::chmod(object.c_str(), 0644);
+                write_file(object, "<h1>ev</h1>\n");  // same size: caught by the digest
+            }
+        }
+        auto r = m.sync();
+        CHECK(r.exit_status == 6);
+        CHECK(r.err.find("index.html") == std::string::npos);  // named by object path
+        CHECK(r.err.find("does not match") != std::string::npos);
+        CHECK(snapshot(m.dest) == before);
+        CHECK(nlohmann::json::parse(read_file(m.state + "/site.state"))["serial"] == 1);
+    }
+
+    TEST_CASE("a tampered manifest or a wrong key changes nothing") {
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok();
+        Snapshot before = snapshot(m.dest);
+        write_file(m.src + "/index.html", "v2");
+        REQUIRE(m.sign().exit_status == 0);
+        std::string bytes = read_file(m.pub + "/releases/2/manifest.json");
+        bytes.replace(bytes.find("\"0644\""), 6, "\"0666\"");
+        write_file(m.pub + "/releases/2/manifest.json", bytes);
+        auto r = m.sync();
+        CHECK(r.exit_status == 3);
+        CHECK(snapshot(m.dest) == before);
+
+        Mirror w;
+        REQUIRE(w.sign({}, w.keys.other_fpr).exit_status == 0);
+        auto wrong = w.sync();
+        CHECK(wrong.exit_status == 3);
+        CHECK_FALSE(exists(w.dest + "/index.html"));
+    }
+
+    TEST_CASE("a directory in DEST replaced by a symlink does not redirect writes") {
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok();
+        TempDir outside;
+        rm(m.dest + "/docs");
+        REQUIRE(::symlink(outside.path().c_str(), (m.dest + "/docs").c_str()) == 0);
+        write_file(m.src + "/docs/guide.txt", "v2\n");
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok();
+        CHECK(snapshot(outside.path()).empty());
+        struct stat st;
+        REQUIRE(::lstat((m.dest + "/docs").c_str(), &st) == 0);
+        CHECK(S_ISDIR(st.st_mode));
+        m.audit_clean();
+    }
+
+    TEST_CASE("a second sync into the same DEST is refused while the first holds the lock") {
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok();
+        UniqueFd lock(::open((m.dest + "/.ssync/lock").c_str(), O_RDWR));
+        REQUIRE(lock);
+        REQUIRE(::flock(lock.get(), LOCK_EX | LOCK_NB) == 0);
+        auto r = m.sync();
+        CHECK(r.exit_status == 7);
+        CHECK(r.err.find("locked by another process") != std::string::npos);
+        ::flock(lock.get(), LOCK_UN);
+        CHECK(m.sync().exit_status == 0);
+    }
+
+    TEST_CASE("--keep-extra keeps files the release does not list") {
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        make_dirs(m.dest);
+        write_file(m.dest + "/local-only", "mine");
+        m.sync_ok({"--keep-extra"});
+        CHECK(read_file(m.dest + "/local-only") == "mine");
+        m.sync_ok();
+        CHECK_FALSE(exists(m.dest + "/local-only"));
+    }
+
+    TEST_CASE("a mirror of a mirror verifies end to end with the master's key") {
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok();
+        std::string dest2 = m.dir / "dest2";
+        auto r = verifier({"sync", "--from", m.dest, "--to", dest2, "--keyring", m.keyring, "--state",
+                           m.dir / "state2", "--json"});
+        REQUIRE_MESSAGE(r.exit_status == 0, r.err);
+        CHECK(snapshot(dest2) == snapshot(m.src));
+        CHECK(m.audit(dest2).exit_status == 0);
+        // Tampering on the first mirror is caught by the second.
+        write_file(m.dest + "/index.html", "defaced");
+        write_file(m.src + "/index.html", "v2");
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok();
+        write_file(m.dest + "/index.html", "defaced");  // after the first mirror updated
+        auto r2 = verifier({"sync", "--from", m.dest, "--to", dest2, "--keyring", m.keyring, "--state",
+                            m.dir / "state2"});
+        CHECK(r2.exit_status == 6);
+        CHECK(read_file(dest2 + "/index.html") == "<h1>Welcome</h1>\n");
+    }
+
+    TEST_CASE("local drift in DEST is repaired on an unchanged release") {
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok();
+        write_file(m.dest + "/index.html", "<h1>Welcomf</h1>\n");  // same size
+        ::chmod((m.dest + "/bin/run").c_str(), 0777);
+        auto r = m.sync_ok();
+        CHECK(r["noop"] == false);
+        CHECK(r["changed"] == 2);
+        m.audit_clean();
+    }
+
+    TEST_CASE("SIGKILL at any moment: every path is old or new, and the re-run converges") {
+        Mirror m;
+        // Enough files that the sync takes a while.
+        for (int i = 0; i < 800; ++i) {
+            write_file(m.src + "/many/d" + std::to_string(i % 30) + "/f" + std::to_string(i), "v1 " + std::to_string(i));
+        }
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok();
+        Snapshot v1 = snapshot(m.dest);
+        for (int i = 0; i < 800; ++i) {
+            write_file(m.src + "/many/d" + std::to_string(i % 30) + "/f" + std::to_string(i),
+                       "version two " + std::to_string(i));
+        }
+        REQUIRE(m.sign().exit_status == 0);
+        Snapshot v2 = snapshot(m.src);
+        std::vector<std::string> argv = {SSYNC_VERIFIER_BIN, "sync", "--from", m.pub, "--to", m.dest,
+                                         "--keyring", m.keyring, "--state", m.state, "--quiet"};
+        auto start_sync = [&] {
+            std::vector<char*> cargv;
+            for (auto& a : argv) cargv.push_back(a.data());
+            cargv.push_back(nullptr);
+            pid_t pid;
+            REQUIRE(posix_spawn(&pid, cargv[0], nullptr, nullptr, cargv.data(), environ) == 0);
+            return pid;
+        };
+        auto flip = [&](bool to_v1) {
+            for (int i = 0; i < 800; ++i) {
+                write_file(m.src + "/many/d" + std::to_string(i % 30) + "/f" + std::to_string(i),
+                           (to_v1 ? "v1 " : "version two ") + std::to_string(i));
+            }
+            REQUIRE(m.sign().exit_status == 0);
+        };
+        // How long one whole update takes here, so that the kills land in every phase.
+        auto t0 = std::chrono::steady_clock::now();
+        {
+            pid_t pid = start_sync();
+            int status;
+            ::waitpid(pid, &status, 0);
+            REQUIRE(WIFEXITED(status));
+            REQUIRE(WEXITSTATUS(status) == 0);
+        }
+        auto full_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
+        v1 = v2;
+        flip(true);
+        v2 = snapshot(m.src);
+        int mixed_rounds = 0;
+        bool to_v1 = false;
+        // Kill points: during verification and staging (fractions of a whole run), and right
+        // after the first path was switched, plus a little later (negative: ms after that).
+        const std::string first_path = m.dest + "/many/d0/f0";
+        for (double when : {0.5, -0.0, -3.0, -15.0}) {
+            CAPTURE(when);
+            std::string first_before = read_file(first_path);
+            pid_t pid = start_sync();
+            if (when > 0) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<long>(when * full_ms)));
+            } else {
+                auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+                while (read_file(first_path) == first_before && std::chrono::steady_clock::now() < deadline) {
+                    std::this_thread::sleep_for(std::chrono::microseconds(200));
+                }
+                std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<long>(-when)));
+            }
+            ::kill(pid, SIGKILL);
+            int status;
+            ::waitpid(pid, &status, 0);
+            Snapshot now = snapshot(m.dest);
+            int olds = 0, news = 0;
+            for (const auto& [path, node] : now) {
+                if (node.type == 'd') continue;  // may keep their build-time mode until the end
+                auto a = v1.find(path), b = v2.find(path);
+                bool old_version = a != v1.end() && a->second == node;
+                bool new_version = b != v2.end() && b->second == node;
+                olds += old_version && !new_version;
+                news += new_version && !old_version;
+                CHECK_MESSAGE((old_version || new_version), path);
+            }
+            mixed_rounds += olds > 0 && news > 0;
+            auto r = run(argv);
+            CHECK_MESSAGE(r.exit_status == 0, r.err);
+            CHECK(snapshot(m.dest) == v2);
+            // The next round goes back the other way.
+            v1 = v2;
+            flip(to_v1);
+            to_v1 = !to_v1;
+            v2 = snapshot(m.src);
+        }
+        // At least one kill must have landed in the middle of switching paths, or this test
+        // proved nothing about atomicity.
+        CHECK(mixed_rounds >= 1);
+        CHECK(verifier({"audit", "--from", m.dest, "--keyring", m.keyring, m.dest}).exit_status == 0);
+    }
+}
+
+}  // namespace ssync::test

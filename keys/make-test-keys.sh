@@ -46,12 +46,12 @@ cleanup() {
 trap cleanup EXIT
 
 # Tests check that a wrong passphrase is refused: the agent must not answer from its cache.
-printf 'default-cache-ttl 0\nmax-cache-ttl 0\n' >"$GNUPGHOME/gpg-agent.conf"
+printf 'default-cache-ttl 0\nmax-cache-ttl 0\ns2k-count 65536\n' >"$GNUPGHOME/gpg-agent.conf"
 printf '' >"$GNUPGHOME/common.conf"
 printf 'no-auto-key-retrieve\nno-auto-key-import\n' >"$GNUPGHOME/gpg.conf"
 printf 'ssync test passphrase\n' >"$OUTDIR/passphrase.txt"
 
-GPG=(gpg --batch --no-tty --quiet)
+GPG=(gpg --batch --no-tty --quiet --no-auto-check-trustdb)
 
 fpr_of() {  # EMAIL -> primary fingerprint
     "${GPG[@]}" --with-colons --list-keys "<$1>" | awk -F: '/^fpr:/ { print $10; exit }'

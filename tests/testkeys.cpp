@@ -51,7 +51,9 @@ std::unique_ptr<KeysDir> make_keys() {
     }
     TestKeys& t = k->keys;
     t.dir = out;
-    t.home = out + "/gnupg";
+    // The resolved home: when the script had to put it under a short path, gpg must be given
+    // that path, or gpg-agent's socket names would be too long again.
+    t.home = k->real_home.empty() ? out + "/gnupg" : k->real_home;
     t.plain_fpr = fprs["plain"];
     t.passphrase_fpr = fprs["passphrase"];
     t.passphrase_file = out + "/passphrase.txt";
@@ -65,6 +67,9 @@ std::unique_ptr<KeysDir> make_keys() {
 }  // namespace
 
 const TestKeys& test_keys() {
+    // KeysDir's destructor runs at exit and uses system_fs(): constructing that first makes it
+    // outlive the keys.
+    (void)system_fs();
     static std::unique_ptr<KeysDir> keys = make_keys();
     return keys->keys;
 }
@@ -74,9 +79,8 @@ void gpg_sign(const std::string& key_fpr, const std::string& data_path, const st
     const TestKeys& keys = test_keys();
     // The bare fingerprint, not "FPR!": with "!" gpg would insist on the primary key, and the
     // subkey test key's primary cannot sign. A full fingerprint still names exactly one key.
-    std::vector<std::string> argv = {"gpg",     "--homedir",    keys.home, "--batch",
-                                     "--no-tty", "--yes",        "--armor", "--local-user",
-                                     key_fpr};
+    std::vector<std::string> argv = {"gpg",   "--homedir", keys.home,      "--batch", "--no-tty",
+                                     "--yes", "--armor",   "--local-user", key_fpr};
     if (!faked_time.empty()) argv.insert(argv.end(), {"--faked-system-time", faked_time});
     // --default-sig-expire applies in --batch mode (only --ask-sig-expire would prompt).
     if (!sig_expire.empty()) argv.insert(argv.end(), {"--default-sig-expire", sig_expire});

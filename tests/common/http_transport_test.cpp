@@ -1,0 +1,507 @@
+// Tests for common/http_transport.cpp against a real nginx (HTTPS with a throwaway CA, HTTP/2)
+// and, for what nginx will not do, a scripted server that truncates, trickles, streams without
+// end or drops a connection halfway.
+#include "ssync/http_transport.h"
+
+#include <doctest/doctest.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <map>
+
+#include "servers.h"
+#include "ssync/fs.h"
+#include "ssync/hash.h"
+#include "ssync/transport.h"
+#include "testutil.h"
+
+namespace ssync::test {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// Deterministic bytes that differ with the seed.
+std::string content(std::size_t size, unsigned seed) {
+    std::string s(size, '\0');
+    std::uint32_t x = seed * 2654435761u + 1;
+    for (char& c : s) {
+        x = x * 1664525u + 1013904223u;
+        c = static_cast<char>(x >> 24);
+    }
+    return s;
+}
+
+double seconds_since(Clock::time_point start) {
+    return std::chrono::duration<double>(Clock::now() - start).count();
+}
+
+std::size_t count(const std::string& haystack, const std::string& needle) {
+    std::size_t n = 0;
+    for (std::size_t at = haystack.find(needle); at != std::string::npos;
+         at = haystack.find(needle, at + 1))
+        ++n;
+    return n;
+}
+
+// How often `needle` occurs in the server's access log once it holds at least `expected` of
+// them or two seconds have passed: nginx writes a line just after the response, so a client
+// that has its answer may look before the line is there.
+std::size_t logged(const NginxServer& server, const std::string& needle, std::size_t expected) {
+    auto deadline = Clock::now() + std::chrono::seconds(2);
+    std::size_t n = count(server.access_log(), needle);
+    while (n < expected && Clock::now() < deadline) {
+        ::usleep(10'000);
+        n = count(server.access_log(), needle);
+    }
+    return n;
+}
+
+std::unique_ptr<Transport> open_or_fail(const std::string& url, const TransportOptions& options) {
+    auto t = open_transport(url, options);
+    REQUIRE_MESSAGE(t.is_ok(), t.status().message());
+    return std::move(t).value();
+}
+
+// A publication directory served by nginx, and a staging directory to download into.
+struct Fixture {
+    TempDir tmp;
+    std::string pub = tmp / "pub";
+    std::map<std::string, std::string> files;  // publication path -> content
+
+    Fixture() { make_dirs(pub); }
+
+    void add(const std::string& path, const std::string& data) {
+        files[path] = data;
+        write_file(pub + "/" + path, data);
+    }
+
+    TransportOptions options(const NginxServer& server) const {
+        TransportOptions o;
+        o.ca_file = server.ca_file();
+        return o;
+    }
+
+    // One Download per file, into `staging` (created), named after the path's position.
+    std::vector<Download> downloads(const std::string& staging, UniqueFd& dir) {
+        make_dirs(staging);
+        auto fd = open_dir_trusted(staging);
+        REQUIRE(fd.is_ok());
+        dir = std::move(fd).value();
+        std::vector<Download> out;
+        for (const auto& [path, data] : files) {
+            out.push_back(Download{path, data.size(), sha256_hex(data), dir.get(),
+                                   "f" + std::to_string(out.size())});
+        }
+        return out;
+    }
+
+    void check_downloaded(const std::string& staging, const std::vector<Download>& downloads) {
+        for (const Download& d : downloads) {
+            REQUIRE_MESSAGE(exists(staging + "/" + d.file_name), d.path);
+            CHECK_MESSAGE(read_file(staging + "/" + d.file_name) == files[d.path], d.path);
+        }
+    }
+};
+
+TEST_SUITE("HttpTransport") {
+    TEST_CASE("fetch and fetch_to over HTTPS with the test CA") {
+        Fixture f;
+        f.add("a.txt", "hello\n");
+        f.add("dir/with space+plus%.bin", content(100'000, 1));
+        f.add(".ssync/manifest.json", "{}\n");
+        NginxServer server(f.pub);
+        auto t = open_or_fail(server.https_url(), f.options(server));
+        CHECK(t->describe() == server.https_url());
+
+        for (const auto& [path, data] : f.files) {
+            auto got = t->fetch(path, data.size());
+            REQUIRE_MESSAGE(got.is_ok(), got.status().message());
+            CHECK(*got == data);
+            std::string streamed;
+            Status s = t->fetch_to(path, data.size(), [&](const char* p, std::size_t n) {
+                streamed.append(p, n);
+                return Status::ok();
+            });
+            REQUIRE_MESSAGE(s.is_ok(), s.message());
+            CHECK(streamed == data);
+        }
+        // Also without the trailing slash in the URL.
+        std::string url = server.https_url();
+        url.pop_back();
+        auto t2 = open_or_fail(url, f.options(server));
+        auto got = t2->fetch("a.txt", 100);
+        REQUIRE_MESSAGE(got.is_ok(), got.status().message());
+        CHECK(*got == "hello\n");
+    }
+
+    TEST_CASE("TLS verification fails without the test CA, and is not retried") {
+        Fixture f;
+        f.add("a.txt", "hello\n");
+        NginxServer server(f.pub);
+        auto t = open_or_fail(server.https_url(), TransportOptions{});
+        auto start = Clock::now();
+        auto got = t->fetch("a.txt", 100);
+        REQUIRE_FALSE(got.is_ok());
+        CHECK(got.status().code() == Code::transport);
+        const std::string m = got.status().message();
+        CHECK_MESSAGE(m.find(server.https_url() + "a.txt: ") == 0, m);
+        CHECK_MESSAGE(m.find("certificate") != std::string::npos, m);
+        CHECK(m.find('\n') == std::string::npos);
+        CHECK(seconds_since(start) < 0.5);  // not retried: that would wait 0.2 + 0.4 s
+        // Nothing reached HTTP: the only request logged is a later one made with the CA.
+        CHECK_FALSE(
+            open_or_fail(server.https_url(), f.options(server))->fetch("sentinel", 10).is_ok());
+        CHECK(logged(server, "GET /sentinel ", 1) == 1);
+        CHECK(count(server.access_log(), "GET ") == 1);
+
+        // A CA file that does not exist is refused when opening.
+        TransportOptions missing;
+        missing.ca_file = f.tmp / "no-such-ca.pem";
+        auto bad = open_transport(server.https_url(), missing);
+        REQUIRE_FALSE(bad.is_ok());
+        CHECK(bad.status().message().find("no-such-ca.pem") != std::string::npos);
+    }
+
+    TEST_CASE("a missing file is not_found, without retries") {
+        Fixture f;
+        NginxServer server(f.pub);
+        auto t = open_or_fail(server.https_url(), f.options(server));
+        auto got = t->fetch("missing.txt", 100);
+        REQUIRE_FALSE(got.is_ok());
+        CHECK(got.status().code() == Code::not_found);
+        CHECK_MESSAGE(
+            got.status().message() == server.https_url() + "missing.txt: not found (HTTP 404)",
+            got.status().message());
+        CHECK(logged(server, "GET /missing.txt", 1) == 1);
+    }
+
+    TEST_CASE("a file larger than max_bytes is refused by its Content-Length, without retries") {
+        Fixture f;
+        f.add("big", content(1 << 20, 2));
+        NginxServer server(f.pub);
+        auto t = open_or_fail(server.https_url(), f.options(server));
+        auto got = t->fetch("big", 1000);
+        REQUIRE_FALSE(got.is_ok());
+        CHECK(got.status().code() == Code::transport);
+        CHECK_MESSAGE(got.status().message().find(
+                          "Content-Length 1048576 is larger than the expected 1000 bytes") !=
+                          std::string::npos,
+                      got.status().message());
+        std::size_t delivered = 0;
+        Status s = t->fetch_to("big", (1 << 20) - 1, [&](const char*, std::size_t n) {
+            delivered += n;
+            return Status::ok();
+        });
+        CHECK_FALSE(s.is_ok());
+        CHECK(delivered == 0);
+        CHECK(logged(server, "GET /big", 2) == 2);
+    }
+
+    TEST_CASE("an endless response is cut off at max_bytes") {
+        ScriptedHttpServer server(ScriptedHttpServer::endless());
+        TransportOptions options;
+        auto t = open_or_fail(server.url(), options);
+        auto start = Clock::now();
+        std::size_t delivered = 0;
+        Status s = t->fetch_to("stream", 100'000, [&](const char*, std::size_t n) {
+            delivered += n;
+            return Status::ok();
+        });
+        REQUIRE_FALSE(s.is_ok());
+        CHECK(s.code() == Code::transport);
+        CHECK_MESSAGE(s.message() == server.url() + "stream: larger than the expected 100000 bytes",
+                      s.message());
+        CHECK(delivered <= 100'000);
+        CHECK(server.requests().size() == 1);
+        CHECK(seconds_since(start) < 2);
+    }
+
+    TEST_CASE("a truncated body is a transport error after every attempt") {
+        ScriptedHttpServer server(ScriptedHttpServer::truncated(content(1000, 3), 500));
+        TransportOptions options;
+        options.attempts = 2;
+        auto t = open_or_fail(server.url(), options);
+        auto got = t->fetch("short", 1000);
+        REQUIRE_FALSE(got.is_ok());
+        CHECK(got.status().code() == Code::transport);
+        const std::string m = got.status().message();
+        CHECK_MESSAGE(m.find(server.url() + "short: ") == 0, m);
+        CHECK_MESSAGE(m.find("500 bytes remaining") != std::string::npos, m);
+        CHECK_MESSAGE(m.find("(2 attempts)") != std::string::npos, m);
+        CHECK(server.requests().size() == 2);
+    }
+
+    TEST_CASE("a trickling server is dropped within the low-speed window") {
+        ScriptedHttpServer server(ScriptedHttpServer::trickle());
+        TransportOptions options;
+        options.low_speed_time = 2;
+        options.attempts = 1;
+        auto t = open_or_fail(server.url(), options);
+        auto start = Clock::now();
+        auto got = t->fetch("slow", 1 << 20);
+        double took = seconds_since(start);
+        REQUIRE_FALSE(got.is_ok());
+        CHECK(got.status().code() == Code::transport);
+        CHECK_MESSAGE(got.status().message().find("too slow") != std::string::npos,
+                      got.status().message());
+        CHECK(took >= 1.5);
+        CHECK(took < 5);
+    }
+
+    TEST_CASE("download_all fetches 200 files over HTTP/2 and verifies each") {
+        Fixture f;
+        for (unsigned i = 0; i < 200; ++i)
+            f.add("d" + std::to_string(i % 7) + "/file" + std::to_string(i), content(i * 97, i));
+        NginxServer server(f.pub);
+        auto t = open_or_fail(server.https_url(), f.options(server));
+        UniqueFd dir;
+        auto downloads = f.downloads(f.tmp / "stage", dir);
+        std::uint64_t files = 0, bytes = 0;
+        DownloadOptions options;
+        options.progress = [&](std::uint64_t n, std::uint64_t b) {
+            files += n;
+            bytes += b;
+        };
+        Status s = t->download_all(downloads, options);
+        REQUIRE_MESSAGE(s.is_ok(), s.message());
+        f.check_downloaded(f.tmp / "stage", downloads);
+        CHECK(files == 200);
+        std::uint64_t total = 0;
+        for (const auto& d : downloads) total += d.size;
+        CHECK(bytes == total);
+        CHECK(logged(server, "HTTP/2.0\" 200", 200) == 200);
+    }
+
+    TEST_CASE("download_all over plain HTTP") {
+        Fixture f;
+        for (unsigned i = 0; i < 30; ++i) f.add("file" + std::to_string(i), content(5000 + i, i));
+        NginxServer server(f.pub);
+        auto t = open_or_fail(server.http_url(), TransportOptions{});
+        UniqueFd dir;
+        auto downloads = f.downloads(f.tmp / "stage", dir);
+        Status s = t->download_all(downloads, DownloadOptions{});
+        REQUIRE_MESSAGE(s.is_ok(), s.message());
+        f.check_downloaded(f.tmp / "stage", downloads);
+        CHECK(logged(server, "HTTP/1.1\" 200", 30) == 30);
+    }
+
+    TEST_CASE(
+        "a wrong byte on the server is retried, then fails the batch naming the file, which is "
+        "removed") {
+        Fixture f;
+        for (unsigned i = 0; i < 20; ++i) f.add("file" + std::to_string(i), content(3000, i));
+        NginxServer server(f.pub);
+        std::string bad = f.files["file7"];
+        bad[1234] ^= 1;
+        write_file(f.pub + "/file7", bad);
+
+        auto t = open_or_fail(server.https_url(), f.options(server));
+        UniqueFd dir;
+        auto downloads = f.downloads(f.tmp / "stage", dir);
+        DownloadOptions options;
+        options.attempts = 3;
+        Status s = t->download_all(downloads, options);
+        REQUIRE_FALSE(s.is_ok());
+        CHECK(s.code() == Code::transport);
+        CHECK_MESSAGE(s.message().find("file7: SHA-256 ") == 0, s.message());
+        CHECK_MESSAGE(s.message().find("(3 attempts)") != std::string::npos, s.message());
+        CHECK(logged(server, "GET /file7 ", 3) == 3);
+        const Download& d7 = *std::find_if(downloads.begin(), downloads.end(),
+                                           [](const Download& d) { return d.path == "file7"; });
+        CHECK_FALSE(exists(f.tmp / "stage/" + d7.file_name));
+    }
+
+    TEST_CASE("nginx stopped mid-batch fails the batch; after start() a new batch succeeds") {
+        Fixture f;
+        for (unsigned i = 0; i < 100; ++i) f.add("file" + std::to_string(i), content(32 * 1024, i));
+        NginxServer server(f.pub);
+        auto t = open_or_fail(server.https_url(), f.options(server));
+        UniqueFd dir;
+        auto downloads = f.downloads(f.tmp / "stage", dir);
+        DownloadOptions options;
+        options.progress = [&](std::uint64_t, std::uint64_t) { server.stop(); };
+        Status s = t->download_all(downloads, options);
+        REQUIRE_FALSE(s.is_ok());
+        CHECK(s.code() == Code::transport);
+        CHECK_MESSAGE(s.message().find(server.https_url()) != std::string::npos, s.message());
+
+        server.start();
+        UniqueFd dir2;
+        auto again = f.downloads(f.tmp / "stage2", dir2);
+        s = t->download_all(again, DownloadOptions{});
+        REQUIRE_MESSAGE(s.is_ok(), s.message());
+        f.check_downloaded(f.tmp / "stage2", again);
+    }
+
+    // The scripted server drops the first connection halfway through `body`, then answers the
+    // second request with `second`.
+    ScriptedHttpServer::Handler drop_then(
+        const std::string& body,
+        std::function<void(const ScriptedHttpServer::Request&, ScriptedHttpServer::Connection&)>
+            second) {
+        return [=](const ScriptedHttpServer::Request& request, std::size_t index,
+                   ScriptedHttpServer::Connection& out) {
+            if (index == 0) {
+                if (out.send(
+                        ScriptedHttpServer::head(200, static_cast<std::int64_t>(body.size())))) {
+                    out.send(std::string_view(body).substr(0, body.size() / 2));
+                }
+            } else if (index == 1) {
+                second(request, out);
+            } else if (out.send(
+                           ScriptedHttpServer::head(200, static_cast<std::int64_t>(body.size())))) {
+                out.send(body);
+            }
+        };
+    }
+
+    struct ResumeFixture {
+        TempDir tmp;
+        std::string body = content(200'000, 4);
+        UniqueFd dir;
+        std::vector<Download> downloads;
+
+        ResumeFixture() {
+            make_dirs(tmp / "stage");
+            dir = std::move(open_dir_trusted(tmp / "stage")).value();
+            downloads.push_back(
+                Download{"obj/file", body.size(), sha256_hex(body), dir.get(), "file"});
+        }
+        Status run(const ScriptedHttpServer& server) {
+            auto t = open_or_fail(server.url(), TransportOptions{});
+            return t->download_all(downloads, DownloadOptions{});
+        }
+    };
+
+    TEST_CASE("a dropped transfer resumes with a Range request") {
+        ResumeFixture f;
+        const std::size_t half = f.body.size() / 2;
+        ScriptedHttpServer server(drop_then(f.body, [&](const auto&, auto& out) {
+            std::string range = "Content-Range: bytes " + std::to_string(half) + "-" +
+                                std::to_string(f.body.size() - 1) + "/" +
+                                std::to_string(f.body.size()) + "\r\n";
+            if (out.send(ScriptedHttpServer::head(
+                    206, static_cast<std::int64_t>(f.body.size() - half), range))) {
+                out.send(std::string_view(f.body).substr(half));
+            }
+        }));
+        Status s = f.run(server);
+        REQUIRE_MESSAGE(s.is_ok(), s.message());
+        CHECK(read_file(f.tmp / "stage/file") == f.body);
+        auto requests = server.requests();
+        REQUIRE(requests.size() == 2);
+        CHECK(requests[0].path == "/obj/file");
+        CHECK(requests[0].header("Range").empty());
+        CHECK(requests[1].header("range") == "bytes=" + std::to_string(half) + "-");
+    }
+
+    TEST_CASE("a resume answered with the whole file starts over") {
+        ResumeFixture f;
+        ScriptedHttpServer server(drop_then(f.body, [&](const auto&, auto& out) {
+            if (out.send(ScriptedHttpServer::head(200, static_cast<std::int64_t>(f.body.size()))))
+                out.send(f.body);
+        }));
+        Status s = f.run(server);
+        REQUIRE_MESSAGE(s.is_ok(), s.message());
+        CHECK(read_file(f.tmp / "stage/file") == f.body);
+        auto requests = server.requests();
+        REQUIRE(requests.size() == 2);
+        CHECK_FALSE(requests[1].header("Range").empty());
+    }
+
+    TEST_CASE("a resume answered with the wrong range is retried from scratch") {
+        ResumeFixture f;
+        ScriptedHttpServer server(drop_then(f.body, [&](const auto&, auto& out) {
+            std::string range =
+                "Content-Range: bytes 0-99/" + std::to_string(f.body.size()) + "\r\n";
+            if (out.send(ScriptedHttpServer::head(206, 100, range)))
+                out.send(std::string_view(f.body).substr(0, 100));
+        }));
+        Status s = f.run(server);
+        REQUIRE_MESSAGE(s.is_ok(), s.message());
+        CHECK(read_file(f.tmp / "stage/file") == f.body);
+        auto requests = server.requests();
+        REQUIRE(requests.size() == 3);
+        CHECK(requests[2].header("Range").empty());
+    }
+
+    TEST_CASE(
+        "fetch_to hands every byte to the sink once across a resume answered with the whole file") {
+        std::string body = content(50'000, 5);
+        ScriptedHttpServer server(drop_then(body, [&](const auto&, auto& out) {
+            if (out.send(ScriptedHttpServer::head(200, static_cast<std::int64_t>(body.size()))))
+                out.send(body);
+        }));
+        auto t = open_or_fail(server.url(), TransportOptions{});
+        std::string got;
+        Status s = t->fetch_to("x", body.size(), [&](const char* p, std::size_t n) {
+            got.append(p, n);
+            return Status::ok();
+        });
+        REQUIRE_MESSAGE(s.is_ok(), s.message());
+        CHECK(got == body);
+        CHECK(server.requests().size() == 2);
+    }
+
+    TEST_CASE("a sink error stops fetch_to at once and is returned as it is") {
+        Fixture f;
+        f.add("a", content(100'000, 6));
+        NginxServer server(f.pub);
+        auto t = open_or_fail(server.https_url(), f.options(server));
+        Status s = t->fetch_to(
+            "a", 100'000, [](const char*, std::size_t) { return Status(Code::io, "disk full"); });
+        CHECK(s.code() == Code::io);
+        CHECK(s.message() == "disk full");
+        CHECK(logged(server, "GET /a ", 1) == 1);
+    }
+
+    TEST_CASE(
+        "redirects: followed within https, never to http or another protocol, never in a loop") {
+        Fixture f;
+        f.add("a.txt", "hello\n");
+        NginxServer server(
+            f.pub,
+            "location = /moved { return 302 https://127.0.0.1:@HTTPS_PORT@/a.txt; }\n"
+            "location = /down { return 302 http://127.0.0.1:@HTTP_PORT@/a.txt; }\n"
+            "location = /ftp { return 302 ftp://127.0.0.1/a.txt; }\n"
+            "location = /loop { return 302 /loop; }\n");
+        auto t = open_or_fail(server.https_url(), f.options(server));
+        auto got = t->fetch("moved", 100);
+        REQUIRE_MESSAGE(got.is_ok(), got.status().message());
+        CHECK(*got == "hello\n");
+        for (const char* path : {"down", "ftp", "loop"}) {
+            auto start = Clock::now();
+            got = t->fetch(path, 100);
+            REQUIRE_FALSE(got.is_ok());
+            CHECK(got.status().code() == Code::transport);
+            CHECK(seconds_since(start) < 0.5);  // not retried
+        }
+        CHECK(logged(server, "GET /loop ", 6) == 6);
+    }
+
+    TEST_CASE("paths that could leave the publication are refused without a request") {
+        Fixture f;
+        NginxServer server(f.pub);
+        auto t = open_or_fail(server.https_url(), f.options(server));
+        for (const char* path : {"../etc/passwd", "/etc/passwd", "a/./b", "a//b", ""}) {
+            auto got = t->fetch(path, 100);
+            CHECK_FALSE(got.is_ok());
+        }
+        CHECK_FALSE(t->fetch("sentinel", 10).is_ok());
+        CHECK(logged(server, "GET /sentinel ", 1) == 1);
+        CHECK(count(server.access_log(), "GET ") == 1);
+    }
+
+    TEST_CASE("URLs with a query, a fragment or bad syntax are usage errors") {
+        for (const char* url : {"https://example.org/pub?x=1", "https://example.org/pub#f",
+                                "https://exa mple.org/"}) {
+            auto t = open_transport(url, TransportOptions{});
+            REQUIRE_FALSE(t.is_ok());
+            CHECK_MESSAGE(t.status().code() == Code::usage, t.status().message());
+        }
+    }
+
+}  // TEST_SUITE
+
+}  // namespace
+}  // namespace ssync::test

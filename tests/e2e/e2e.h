@@ -47,3 +47,8 @@ struct Published {
 };
 
 }  // namespace ssync::test
+
+namespace ssync::test {
+// The sha256 the publication's current manifest lists for `path`.
+std::string sha256_of_entry(const std::string& pub, const std::string& path);
+}  // namespace ssync::test

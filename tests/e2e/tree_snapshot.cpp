@@ -49,3 +49,15 @@ Snapshot snapshot(const std::string& root) {
 }
 
 }  // namespace ssync::test
+
+#include "ssync/manifest.h"
+
+namespace ssync::test {
+std::string sha256_of_entry(const std::string& pub, const std::string& path) {
+    auto m = parse_manifest(read_file(pub + "/manifest.json"));
+    REQUIRE(m.is_ok());
+    const Entry* e = m->find(path);
+    REQUIRE(e);
+    return e->sha256;
+}
+}  // namespace ssync::test

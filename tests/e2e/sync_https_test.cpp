@@ -1,0 +1,179 @@
+// ssync-verifier sync over HTTPS against a real nginx, and against a scripted server that
+// misbehaves in the ways nginx will not.
+#include <signal.h>
+#include <spawn.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <doctest/doctest.h>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include "e2e.h"
+#include "servers.h"
+#include "tree_snapshot.h"
+
+extern char** environ;
+
+namespace ssync::test {
+
+namespace {
+
+struct HttpsMirror : Published {
+    std::string dest = dir / "dest", state = dir / "state";
+
+    ProcessResult sync(const std::string& url, const std::vector<std::string>& extra = {}) const {
+        std::vector<std::string> args = {"sync", "--from", url, "--to", dest, "--keyring", keyring,
+                                         "--state", state, "--json", "--no-owner"};
+        args.insert(args.end(), extra.begin(), extra.end());
+        return verifier(args);
+    }
+};
+
+std::size_t count(const std::string& haystack, const std::string& needle) {
+    std::size_t n = 0;
+    for (auto pos = haystack.find(needle); pos != std::string::npos; pos = haystack.find(needle, pos + 1)) ++n;
+    return n;
+}
+
+// Serves files below `root`, passing each body through `sabotage` (path, body) first.
+ScriptedHttpServer::Handler serve_files(std::string root,
+                                        std::function<std::string(const std::string&, std::string)> sabotage) {
+    return [root, sabotage](const ScriptedHttpServer::Request& request, std::size_t, ScriptedHttpServer::Connection& out) {
+        std::string path = root + request.path;
+        if (!exists(path)) {
+            out.send(ScriptedHttpServer::head(404, 0));
+            return;
+        }
+        std::string body = read_file(path);
+        std::string sent = sabotage(request.path, body);
+        // Declares the true length; a shorter `sent` is a truncated body.
+        out.send(ScriptedHttpServer::head(200, static_cast<std::int64_t>(body.size())) + sent);
+    };
+}
+
+}  // namespace
+
+TEST_SUITE("e2e sync https") {
+    TEST_CASE("first sync, update and no-op over HTTPS; the no-op fetches no manifest") {
+        HttpsMirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        NginxServer nginx(m.pub);
+        auto r = m.sync(nginx.https_url(), {"--ca-file", nginx.ca_file()});
+        REQUIRE_MESSAGE(r.exit_status == 0, r.err);
+        CHECK(snapshot(m.dest) == snapshot(m.src));
+        CHECK(m.audit(m.dest).exit_status == 0);
+
+        write_file(m.src + "/index.html", "<h1>v2</h1>\n");
+        REQUIRE(m.sign().exit_status == 0);
+        auto update = m.sync(nginx.https_url(), {"--ca-file", nginx.ca_file()});
+        REQUIRE_MESSAGE(update.exit_status == 0, update.err);
+        auto j = nlohmann::json::parse(update.out);
+        CHECK(j["files_fetched"] == 1);
+        CHECK(snapshot(m.dest) == snapshot(m.src));
+
+        std::string before = nginx.access_log();
+        auto noop = m.sync(nginx.https_url(), {"--ca-file", nginx.ca_file()});
+        REQUIRE(noop.exit_status == 0);
+        CHECK(nlohmann::json::parse(noop.out)["noop"] == true);
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));  // nginx logs after replying
+        std::string during = nginx.access_log().substr(before.size());
+        CHECK(count(during, "manifest.json.asc") == 1);
+        CHECK(count(during, "manifest.json ") + count(during, "manifest.json\"") == 0);
+        CHECK(count(during, "/objects/") == 0);
+    }
+
+    TEST_CASE("TLS is verified: without the test CA the sync fails and DEST is untouched") {
+        HttpsMirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        NginxServer nginx(m.pub);
+        auto r = m.sync(nginx.https_url());
+        CHECK(r.exit_status == 6);
+        CHECK(r.err.find("certificate") != std::string::npos);
+        CHECK_FALSE(exists(m.dest + "/index.html"));
+    }
+
+    TEST_CASE("a tampered object, then a missing one, fail cleanly; the healthy server then succeeds") {
+        HttpsMirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        NginxServer nginx(m.pub);
+        std::string h = sha256_of_entry(m.pub, "docs/guide.txt");
+        std::string object = m.pub + "/objects/" + h.substr(0, 2) + "/" + h;
+        std::string good = read_file(object);
+        ::chmod(object.c_str(), 0644);
+        write_file(object, "Read mE.\n");
+        auto r = m.sync(nginx.https_url(), {"--ca-file", nginx.ca_file()});
+        CHECK(r.exit_status == 6);
+        CHECK(r.err.find("does not match") != std::string::npos);
+        CHECK(snapshot(m.dest).empty());
+        ::unlink(object.c_str());
+        auto missing = m.sync(nginx.https_url(), {"--ca-file", nginx.ca_file()});
+        CHECK(missing.exit_status == 6);
+        CHECK(snapshot(m.dest).empty());
+        write_file(object, good);
+        auto ok = m.sync(nginx.https_url(), {"--ca-file", nginx.ca_file()});
+        CHECK_MESSAGE(ok.exit_status == 0, ok.err);
+        CHECK(snapshot(m.dest) == snapshot(m.src));
+    }
+
+    TEST_CASE("a truncated body fails the sync, DEST untouched; the next run against a healthy server succeeds") {
+        HttpsMirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        ScriptedHttpServer bad(serve_files(m.pub, [](const std::string& path, std::string body) {
+            if (path.find("/objects/") == 0 && body.size() > 1000) body.resize(body.size() / 2);
+            return body;
+        }));
+        auto r = m.sync(bad.url());
+        CHECK(r.exit_status == 6);
+        CHECK(snapshot(m.dest).empty());
+        NginxServer nginx(m.pub);
+        auto ok = m.sync(nginx.http_url());
+        CHECK_MESSAGE(ok.exit_status == 0, ok.err);
+        CHECK(snapshot(m.dest) == snapshot(m.src));
+    }
+
+    TEST_CASE("the server killed mid-transfer: a clear error, DEST untouched, and the re-run succeeds") {
+        HttpsMirror m;
+        for (int i = 0; i < 400; ++i) write_file(m.src + "/bulk/f" + std::to_string(i), std::string(20000, 'a' + i % 26) + std::to_string(i));
+        REQUIRE(m.sign().exit_status == 0);
+        NginxServer nginx(m.pub, "limit_rate 2m;");
+        std::vector<std::string> argv = {SSYNC_VERIFIER_BIN, "sync", "--from", nginx.https_url(), "--to", m.dest,
+                                         "--keyring", m.keyring, "--state", m.state, "--ca-file", nginx.ca_file(),
+                                         "--no-owner", "--timeout", "3"};
+        std::vector<char*> cargv;
+        for (auto& a : argv) cargv.push_back(a.data());
+        cargv.push_back(nullptr);
+        pid_t pid;
+        REQUIRE(posix_spawn(&pid, cargv[0], nullptr, nullptr, cargv.data(), environ) == 0);
+        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+        while (count(nginx.access_log(), "/objects/") < 20 && std::chrono::steady_clock::now() < deadline) {
+            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        }
+        nginx.stop();
+        int status = 0;
+        REQUIRE(::waitpid(pid, &status, 0) == pid);
+        REQUIRE(WIFEXITED(status));
+        CHECK(WEXITSTATUS(status) == 6);
+        CHECK(snapshot(m.dest).empty());
+        nginx.start();
+        auto ok = m.sync(nginx.https_url(), {"--ca-file", nginx.ca_file()});
+        CHECK_MESSAGE(ok.exit_status == 0, ok.err);
+        CHECK(snapshot(m.dest) == snapshot(m.src));
+    }
+
+    TEST_CASE("a mirror served over HTTPS feeds a downstream mirror that verifies with the master's key") {
+        HttpsMirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        REQUIRE(m.sync(m.pub).exit_status == 0);
+        NginxServer nginx(m.dest);
+        std::string dest2 = m.dir / "dest2";
+        auto r = verifier({"sync", "--from", nginx.https_url(), "--ca-file", nginx.ca_file(), "--to", dest2,
+                           "--keyring", m.keyring, "--state", m.dir / "state2", "--no-owner"});
+        CHECK_MESSAGE(r.exit_status == 0, r.err);
+        CHECK(snapshot(dest2) == snapshot(m.src));
+    }
+}
+
+}  // namespace ssync::test

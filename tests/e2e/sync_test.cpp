@@ -361,4 +361,77 @@ TEST_SUITE("e2e sync") {
     }
 }
 
+
+TEST_SUITE("e2e sync operators") {
+    TEST_CASE("as root, owners are applied by name where the name exists, else by id") {
+        if (::geteuid() != 0) return;
+        Mirror m;
+        REQUIRE(::chown((m.src + "/docs/guide.txt").c_str(), 4242, 4343) == 0);  // no such names
+        REQUIRE(::chown((m.src + "/bin/run").c_str(), 1, 1) == 0);                // daemon:daemon on Debian
+        REQUIRE(::lchown((m.src + "/home.html").c_str(), 4242, 4343) == 0);
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok();
+        struct stat st;
+        REQUIRE(::stat((m.dest + "/docs/guide.txt").c_str(), &st) == 0);
+        CHECK(st.st_uid == 4242);
+        CHECK(st.st_gid == 4343);
+        REQUIRE(::stat((m.dest + "/bin/run").c_str(), &st) == 0);
+        CHECK(st.st_uid == 1);
+        CHECK((st.st_mode & 07777) == 0755);
+        REQUIRE(::lstat((m.dest + "/home.html").c_str(), &st) == 0);
+        CHECK(st.st_uid == 4242);
+        m.audit_clean();
+    }
+
+    TEST_CASE("file:// URLs, --jitter, and bad option values") {
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        auto t0 = std::chrono::steady_clock::now();
+        auto r = m.sync({"--jitter", "1"}, "file://" + m.pub);
+        CHECK_MESSAGE(r.exit_status == 0, r.err);
+        CHECK(std::chrono::steady_clock::now() - t0 < std::chrono::seconds(10));
+        CHECK(snapshot(m.dest) == snapshot(m.src));
+        CHECK(m.sync({"--jitter", "soon"}).exit_status == 2);
+        CHECK(m.sync({}, "gopher://example.org/pub").exit_status == 2);
+        auto nokey = verifier({"sync", "--from", m.pub, "--to", m.dest, "--keyring", m.dir / "missing.asc",
+                               "--state", m.state});
+        CHECK(nokey.exit_status == 5);
+        CHECK(nokey.err.find("missing.asc") != std::string::npos);
+    }
+
+    TEST_CASE("two syncs started together: one applies, the other waits its turn or says busy") {
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        std::vector<std::string> argv = {SSYNC_VERIFIER_BIN, "sync", "--from", m.pub, "--to", m.dest,
+                                         "--keyring", m.keyring, "--state", m.state, "--quiet"};
+        std::vector<char*> cargv;
+        for (auto& a : argv) cargv.push_back(a.data());
+        cargv.push_back(nullptr);
+        pid_t a, b;
+        REQUIRE(posix_spawn(&a, cargv[0], nullptr, nullptr, cargv.data(), environ) == 0);
+        REQUIRE(posix_spawn(&b, cargv[0], nullptr, nullptr, cargv.data(), environ) == 0);
+        int sa, sb;
+        ::waitpid(a, &sa, 0);
+        ::waitpid(b, &sb, 0);
+        int ea = WEXITSTATUS(sa), eb = WEXITSTATUS(sb);
+        CHECK((ea == 0 || eb == 0));
+        CHECK(((ea == 0 || ea == 7) && (eb == 0 || eb == 7)));
+        CHECK(snapshot(m.dest) == snapshot(m.src));
+        m.audit_clean();
+    }
+
+    TEST_CASE("progress and a summary on a terminal, nothing in cron") {
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        // script(1) gives the command a terminal.
+        std::string command = std::string(SSYNC_VERIFIER_BIN) + " sync --from " + m.pub + " --to " + m.dest +
+                              " --keyring " + m.keyring + " --state " + m.state + " --no-owner";
+        auto r = run({"script", "-qec", command, "/dev/null"});
+        CHECK_MESSAGE(r.exit_status == 0, r.out);
+        CHECK(r.out.find("site: serial 0 -> 1: 10 added") != std::string::npos);
+        auto again = run({"script", "-qec", command, "/dev/null"});
+        CHECK(again.out.find("serial 1 is current; nothing to do") != std::string::npos);
+    }
+}
+
 }  // namespace ssync::test

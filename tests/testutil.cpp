@@ -3,7 +3,11 @@
 #include <doctest/doctest.h>
 #include <stdlib.h>
 #include <sys/stat.h>
+#include <spawn.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+extern char** environ;
 
 #include <cerrno>
 #include <cstdio>
@@ -35,6 +39,24 @@ ProcessResult run(const std::vector<std::string>& argv, const std::string& stdin
     auto r = run_process(argv, options);
     if (!r) FAIL("cannot run " << argv[0] << ": " << r.status().message());
     return r.value();
+}
+
+pid_t spawn(const std::vector<std::string>& argv) {
+    std::vector<std::string> args = argv;
+    std::vector<char*> cargv;
+    for (auto& a : args) cargv.push_back(a.data());
+    cargv.push_back(nullptr);
+    pid_t pid = -1;
+    if (posix_spawn(&pid, cargv[0], nullptr, nullptr, cargv.data(), environ) != 0) FAIL("cannot start " << argv[0]);
+    return pid;
+}
+
+int wait_exit(pid_t pid) {
+    int status = 0;
+    while (::waitpid(pid, &status, 0) < 0) {
+        if (errno != EINTR) FAIL("waitpid failed");
+    }
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
 void make_dirs(const std::string& path) {

@@ -30,6 +30,12 @@ private:
 ProcessResult run(const std::vector<std::string>& argv, const std::string& stdin_data = {},
                   const std::vector<std::string>& extra_env = {});
 
+// Starts a program in the background (argument vector, inherited stdio) and returns its pid;
+// fails the current test if it cannot be started.
+pid_t spawn(const std::vector<std::string>& argv);
+// Waits for a spawned program; its exit status, or 128 + signal.
+int wait_exit(pid_t pid);
+
 // Writes a file (creating parent directories), with the given mode.
 void write_file(const std::string& path, const std::string& data, mode_t mode = 0644);
 // Reads a whole file; fails the current test if it cannot.

@@ -15,8 +15,6 @@
 #include "servers.h"
 #include "tree_snapshot.h"
 
-extern char** environ;
-
 namespace ssync::test {
 
 namespace {
@@ -142,20 +140,13 @@ TEST_SUITE("e2e sync https") {
         std::vector<std::string> argv = {SSYNC_VERIFIER_BIN, "sync", "--from", nginx.https_url(), "--to", m.dest,
                                          "--keyring", m.keyring, "--state", m.state, "--ca-file", nginx.ca_file(),
                                          "--no-owner", "--timeout", "3"};
-        std::vector<char*> cargv;
-        for (auto& a : argv) cargv.push_back(a.data());
-        cargv.push_back(nullptr);
-        pid_t pid;
-        REQUIRE(posix_spawn(&pid, cargv[0], nullptr, nullptr, cargv.data(), environ) == 0);
+        pid_t pid = spawn(argv);
         auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
         while (count(nginx.access_log(), "/objects/") < 20 && std::chrono::steady_clock::now() < deadline) {
             std::this_thread::sleep_for(std::chrono::milliseconds(20));
         }
         nginx.stop();
-        int status = 0;
-        REQUIRE(::waitpid(pid, &status, 0) == pid);
-        REQUIRE(WIFEXITED(status));
-        CHECK(WEXITSTATUS(status) == 6);
+        CHECK(wait_exit(pid) == 6);
         CHECK(snapshot(m.dest).empty());
         nginx.start();
         auto ok = m.sync(nginx.https_url(), {"--ca-file", nginx.ca_file()});

@@ -15,8 +15,6 @@
 #include "ssync/fs.h"
 #include "tree_snapshot.h"
 
-extern char** environ;
-
 namespace ssync::test {
 
 namespace {
@@ -284,14 +282,7 @@ TEST_SUITE("e2e sync") {
         Snapshot v2 = snapshot(m.src);
         std::vector<std::string> argv = {SSYNC_VERIFIER_BIN, "sync", "--from", m.pub, "--to", m.dest,
                                          "--keyring", m.keyring, "--state", m.state, "--quiet"};
-        auto start_sync = [&] {
-            std::vector<char*> cargv;
-            for (auto& a : argv) cargv.push_back(a.data());
-            cargv.push_back(nullptr);
-            pid_t pid;
-            REQUIRE(posix_spawn(&pid, cargv[0], nullptr, nullptr, cargv.data(), environ) == 0);
-            return pid;
-        };
+        auto start_sync = [&] { return spawn(argv); };
         auto flip = [&](bool to_v1) {
             for (int i = 0; i < 800; ++i) {
                 write_file(m.src + "/many/d" + std::to_string(i % 30) + "/f" + std::to_string(i),
@@ -301,13 +292,7 @@ TEST_SUITE("e2e sync") {
         };
         // How long one whole update takes here, so that the kills land in every phase.
         auto t0 = std::chrono::steady_clock::now();
-        {
-            pid_t pid = start_sync();
-            int status;
-            ::waitpid(pid, &status, 0);
-            REQUIRE(WIFEXITED(status));
-            REQUIRE(WEXITSTATUS(status) == 0);
-        }
+        REQUIRE(wait_exit(start_sync()) == 0);
         auto full_ms = std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - t0).count();
         v1 = v2;
         flip(true);
@@ -331,8 +316,7 @@ TEST_SUITE("e2e sync") {
                 std::this_thread::sleep_for(std::chrono::milliseconds(static_cast<long>(-when)));
             }
             ::kill(pid, SIGKILL);
-            int status;
-            ::waitpid(pid, &status, 0);
+            wait_exit(pid);
             Snapshot now = snapshot(m.dest);
             int olds = 0, news = 0;
             for (const auto& [path, node] : now) {
@@ -404,16 +388,8 @@ TEST_SUITE("e2e sync operators") {
         REQUIRE(m.sign().exit_status == 0);
         std::vector<std::string> argv = {SSYNC_VERIFIER_BIN, "sync", "--from", m.pub, "--to", m.dest,
                                          "--keyring", m.keyring, "--state", m.state, "--quiet"};
-        std::vector<char*> cargv;
-        for (auto& a : argv) cargv.push_back(a.data());
-        cargv.push_back(nullptr);
-        pid_t a, b;
-        REQUIRE(posix_spawn(&a, cargv[0], nullptr, nullptr, cargv.data(), environ) == 0);
-        REQUIRE(posix_spawn(&b, cargv[0], nullptr, nullptr, cargv.data(), environ) == 0);
-        int sa, sb;
-        ::waitpid(a, &sa, 0);
-        ::waitpid(b, &sb, 0);
-        int ea = WEXITSTATUS(sa), eb = WEXITSTATUS(sb);
+        pid_t a = spawn(argv), b = spawn(argv);
+        int ea = wait_exit(a), eb = wait_exit(b);
         CHECK((ea == 0 || eb == 0));
         CHECK(((ea == 0 || ea == 7) && (eb == 0 || eb == 7)));
         CHECK(snapshot(m.dest) == snapshot(m.src));

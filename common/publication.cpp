@@ -55,6 +55,11 @@ public:
         auto d = open_dir_beneath(pub_fd_, "objects/tmp");
         if (!d) return d.status();
         tmp_fd_ = std::move(d).value();
+        // Temporaries of a run that died (we hold the publication's lock, so none is live).
+        SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> leftovers, list_dir(tmp_fd_.get(), "objects/tmp"));
+        for (const DirChild& c : leftovers) {
+            SSYNC_RETURN_IF_ERROR(remove_tree(fs_, tmp_fd_.get(), c.name, "objects/tmp/" + c.name));
+        }
         return Status::ok();
     }
 

@@ -173,6 +173,15 @@ TEST_SUITE("Publication") {
         CHECK(objects_tmp.out.empty());
     }
 
+    TEST_CASE("temporaries left by a signer that died are removed by the next run") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        test::write_file(pub / "objects/tmp/t999-0", "half an object");
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        CHECK_FALSE(test::exists(pub / "objects/tmp/t999-0"));
+    }
+
     TEST_CASE("the publication cannot be the source") {
         test::TempDir src;
         make_source(src.path());

@@ -71,6 +71,15 @@ Result<Installer> Installer::open(const std::string& dest, const InstallOptions&
     in.dest_path_ = dest;
     if (::mkdir(dest.c_str(), 0755) != 0 && errno != EEXIST) return errno_status(dest);
     SSYNC_ASSIGN_OR_RETURN(in.dest_, open_dir_trusted(dest));
+    std::string trimmed = dest;
+    while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
+    auto slash = trimmed.rfind('/');
+    in.dest_name_ = slash == std::string::npos ? trimmed : trimmed.substr(slash + 1);
+    std::string parent = slash == std::string::npos ? "." : slash == 0 ? "/" : trimmed.substr(0, slash);
+    if (in.dest_name_.empty() || in.dest_name_ == "." || in.dest_name_ == ".." || in.dest_name_ == "/") {
+        return Status(Code::usage, dest + ": name the destination directory itself (not ., .. or /)");
+    }
+    SSYNC_ASSIGN_OR_RETURN(in.parent_, open_dir_trusted(parent));
     std::string meta(kReservedDir);
     if (in.fs_->mkdirat(in.dest_.get(), meta.c_str(), 0755) != 0 && errno != EEXIST) {
         return errno_status(join_path(dest, meta));
@@ -394,23 +403,29 @@ Status Installer::apply(const Manifest& manifest, const Plan& plan) {
 
 Status Installer::record(const Manifest& manifest, const std::string& manifest_bytes,
                          const std::string& signature) {
-    std::string meta_display = join_path(dest_path_, ".ssync");
+    SSYNC_RETURN_IF_ERROR(record_into(dest_.get(), meta_.get(), dest_path_, manifest, manifest_bytes, signature));
+    return clean_staging();
+}
+
+Status Installer::record_into(int tree_fd, int tree_meta_fd, const std::string& display, const Manifest& manifest,
+                              const std::string& manifest_bytes, const std::string& signature) {
+    std::string meta_display = join_path(display, ".ssync");
     std::string release = layout::release_dir(manifest.serial);
-    SSYNC_RETURN_IF_ERROR(make_dirs(*fs_, meta_.get(), release, 0755, meta_display + "/" + release));
-    SSYNC_ASSIGN_OR_RETURN(UniqueFd release_fd, open_dir_beneath(meta_.get(), release));
+    SSYNC_RETURN_IF_ERROR(make_dirs(*fs_, tree_meta_fd, release, 0755, meta_display + "/" + release));
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd release_fd, open_dir_beneath(tree_meta_fd, release));
     SSYNC_RETURN_IF_ERROR(write_file_atomic(*fs_, release_fd.get(), layout::kManifest, manifest_bytes, 0644,
                                             meta_display + "/" + release + "/" + layout::kManifest));
     SSYNC_RETURN_IF_ERROR(write_file_atomic(*fs_, release_fd.get(), layout::kSignature, signature, 0644,
                                             meta_display + "/" + release + "/" + layout::kSignature));
-    SSYNC_RETURN_IF_ERROR(write_file_atomic(*fs_, meta_.get(), layout::kLatest,
+    SSYNC_RETURN_IF_ERROR(write_file_atomic(*fs_, tree_meta_fd, layout::kLatest,
                                             std::to_string(manifest.serial) + "\n", 0644, meta_display + "/latest"));
-    SSYNC_RETURN_IF_ERROR(write_file_atomic(*fs_, meta_.get(), layout::kSignature, signature, 0644,
+    SSYNC_RETURN_IF_ERROR(write_file_atomic(*fs_, tree_meta_fd, layout::kSignature, signature, 0644,
                                             meta_display + "/" + layout::kSignature));
-    SSYNC_RETURN_IF_ERROR(write_file_atomic(*fs_, meta_.get(), layout::kManifest, manifest_bytes, 0644,
+    SSYNC_RETURN_IF_ERROR(write_file_atomic(*fs_, tree_meta_fd, layout::kManifest, manifest_bytes, 0644,
                                             meta_display + "/" + layout::kManifest));
     // Older releases' manifests are no longer served: `latest` names the current one, and a
     // downstream mirror that read the old `latest` a moment ago retries.
-    if (auto releases = open_dir_beneath(meta_.get(), layout::kReleases)) {
+    if (auto releases = open_dir_beneath(tree_meta_fd, layout::kReleases)) {
         if (auto listing = list_dir(releases->get(), meta_display + "/releases")) {
             for (const DirChild& c : *listing) {
                 if (c.name != std::to_string(manifest.serial)) (void)remove_tree(*fs_, releases->get(), c.name, c.name);
@@ -421,7 +436,7 @@ Status Installer::record(const Manifest& manifest, const std::string& manifest_b
     // The stat cache lets the next run trust what it finds unchanged without re-hashing.
     ScanOptions scan_options;
     scan_options.special = SpecialFiles::skip;
-    auto actual = scan_tree(dest_.get(), scan_options);
+    auto actual = scan_tree(tree_fd, scan_options);
     if (actual) {
         StatCache cache;
         for (const ScannedEntry& a : *actual) {
@@ -429,9 +444,119 @@ Status Installer::record(const Manifest& manifest, const std::string& manifest_b
             const Entry* e = manifest.find(a.entry.path);
             if (e && e->type == EntryType::file && e->size == a.entry.size) cache.put(a.entry.path, a.stat, e->sha256);
         }
-        (void)cache.save(*fs_, meta_.get(), kStatCache);
+        (void)cache.save(*fs_, tree_meta_fd, kStatCache);
     }
-    return clean_staging();
+    return Status::ok();
+}
+
+Status Installer::apply_whole_tree(const Manifest& manifest, const Plan& plan, const std::string& manifest_bytes,
+                                   const std::string& signature) {
+    const std::string next_name = "." + dest_name_ + ".ssync-next";
+    const std::string next_display = join_path(dest_path_, "../" + next_name);
+    // A next tree left by a run that died (before or after its swap) is not current: remove it.
+    SSYNC_RETURN_IF_ERROR(remove_tree(*fs_, parent_.get(), next_name, next_display));
+    if (fs_->mkdirat(parent_.get(), next_name.c_str(), 0700) != 0) return errno_status(next_display);
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd next, open_dir_beneath(parent_.get(), next_name));
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd objects, open_dir_beneath(staging_.get(), kObjectsDir));
+    auto display = [&](const std::string& path) { return join_path(dest_path_, quote_path(path)); };
+
+    std::unordered_set<std::string_view> fresh;  // content or metadata not as in DEST
+    for (const Entry* e : plan.create) fresh.insert(e->path);
+    for (const Entry* e : plan.metadata) fresh.insert(e->path);
+    std::unordered_map<std::string, int> uses;
+    for (const Entry* e : plan.create)
+        if (e->type == EntryType::file) uses[e->sha256]++;
+    std::unordered_set<std::string_view> created;
+    for (const Entry* e : plan.create) created.insert(e->path);
+
+    DirCache dirs(next.get());
+    std::uint64_t counter = 0;
+    for (const Entry& e : manifest.entries) {
+        SSYNC_ASSIGN_OR_RETURN(int parent, dirs.get(parent_path(e.path)));
+        std::string leaf = leaf_of(e.path);
+        std::string what = display(e.path);
+        if (e.type == EntryType::dir) {
+            if (fs_->mkdirat(parent, leaf.c_str(), 0700) != 0) return errno_status(what);
+            UniqueFd fd(fs_->openat(parent, leaf.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0));
+            if (!fd) return errno_status(what);
+            SSYNC_RETURN_IF_ERROR(set_metadata_fd(fd.get(), e, what));
+            continue;
+        }
+        if (e.type == EntryType::symlink) {
+            if (fs_->symlinkat(e.target.c_str(), parent, leaf.c_str()) != 0) return errno_status(what);
+            if (options_.owners == OwnerPolicy::apply &&
+                fs_->fchownat(parent, leaf.c_str(), expected_uid(e), expected_gid(e), AT_SYMLINK_NOFOLLOW) != 0) {
+                return errno_status(what + ": chown");
+            }
+            continue;
+        }
+        if (!fresh.count(e.path)) {
+            // Unchanged: share the inode with DEST's file. Linked through the descriptor we
+            // opened without following symlinks, so a path swapped meanwhile cannot be linked.
+            UniqueFd src(open_beneath(dest_.get(), e.path, O_RDONLY));
+            struct stat st;
+            if (!src || ::fstat(src.get(), &st) != 0 || !S_ISREG(st.st_mode)) return errno_status(what);
+            std::string proc = "/proc/self/fd/" + std::to_string(src.get());
+            if (::linkat(AT_FDCWD, proc.c_str(), parent, leaf.c_str(), AT_SYMLINK_FOLLOW) == 0) continue;
+            if (errno != EMLINK && errno != EXDEV && errno != ENOENT) return errno_status(what);
+            // Too many links (or no /proc): a copy with the same metadata will do.
+            SSYNC_ASSIGN_OR_RETURN(FileDigest d, copy_hashed(*fs_, src.get(), parent, leaf, what));
+            if (d.sha256 != e.sha256) return Status(Code::io, what + ": changed during the sync; run again");
+            UniqueFd fd(fs_->openat(parent, leaf.c_str(), O_RDONLY | O_NOFOLLOW, 0));
+            if (!fd) return errno_status(what);
+            SSYNC_RETURN_IF_ERROR(set_metadata_fd(fd.get(), e, what));
+            continue;
+        }
+        int from_dir = staging_.get();
+        std::string from = "in-" + std::to_string(counter++);
+        if (!created.count(e.path)) {
+            // Metadata alone changed: a private copy, so the old tree keeps its own.
+            UniqueFd src(open_beneath(dest_.get(), e.path, O_RDONLY));
+            if (!src) return errno_status(what);
+            SSYNC_ASSIGN_OR_RETURN(FileDigest d, copy_hashed(*fs_, src.get(), staging_.get(), from, what));
+            if (d.sha256 != e.sha256) return Status(Code::io, what + ": changed during the sync; run again");
+        } else if (uses[e.sha256]-- > 1) {
+            UniqueFd src(fs_->openat(objects.get(), e.sha256.c_str(), O_RDONLY | O_NOFOLLOW, 0));
+            if (!src) return errno_status(what + ": staged content");
+            SSYNC_ASSIGN_OR_RETURN(FileDigest d, copy_hashed(*fs_, src.get(), staging_.get(), from, what));
+            if (d.sha256 != e.sha256) return Status(Code::io, what + ": staged content changed");
+        } else {
+            from_dir = objects.get();
+            from = e.sha256;
+        }
+        UniqueFd fd(fs_->openat(from_dir, from.c_str(), O_RDONLY | O_NOFOLLOW, 0));
+        if (!fd) return errno_status(what + ": staged content");
+        SSYNC_RETURN_IF_ERROR(set_metadata_fd(fd.get(), e, what));
+        if (fs_->renameat2(from_dir, from.c_str(), parent, leaf.c_str(), 0) != 0) return errno_status(what);
+    }
+    dirs.forget();
+    for (auto it = manifest.entries.rbegin(); it != manifest.entries.rend(); ++it) {
+        if (it->type != EntryType::dir) continue;
+        SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_dir_beneath(next.get(), it->path));
+        if (fs_->fchmod(fd.get(), it->mode) != 0) return errno_status(display(it->path) + ": chmod");
+    }
+    // The new tree's own .ssync; its lock is DEST's lock file itself (a second name for the
+    // same inode), so the lock we hold stays the lock of whichever tree is DEST.
+    if (fs_->mkdirat(next.get(), std::string(kReservedDir).c_str(), 0755) != 0) return errno_status(next_display);
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd next_meta, open_dir_beneath(next.get(), kReservedDir));
+    if (fs_->linkat(meta_.get(), "lock", next_meta.get(), "lock") != 0) return errno_status(next_display + "/.ssync/lock");
+    SSYNC_RETURN_IF_ERROR(record_into(next.get(), next_meta.get(), dest_path_, manifest, manifest_bytes, signature));
+    if (fs_->fchmod(next.get(), 0755) != 0) return errno_status(next_display);
+    if (::syncfs(next.get()) != 0) return errno_status(next_display + ": syncfs");
+
+    // The switch for the whole tree.
+    if (fs_->renameat2(parent_.get(), next_name.c_str(), parent_.get(), dest_name_.c_str(), RENAME_EXCHANGE) != 0) {
+        int err = errno;
+        if (err == EINVAL || err == ENOSYS) {
+            return Status(Code::io, dest_path_ + ": the file system cannot swap directories atomically "
+                                                 "(RENAME_EXCHANGE); run without --atomic-tree");
+        }
+        return errno_status(dest_path_ + ": swap", err);
+    }
+    if (fs_->fsync(parent_.get()) != 0) return errno_status(dest_path_ + ": fsync parent");
+    // What is now at next_name is the old tree.
+    (void)remove_tree(*fs_, parent_.get(), next_name, next_display);
+    return Status::ok();
 }
 
 Status Installer::clean_staging() {

@@ -146,8 +146,12 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
     report.files_fetched = files_fetched;
     report.bytes_fetched += bytes_fetched;
 
-    SSYNC_RETURN_IF_ERROR(installer.apply(manifest, plan));
-    SSYNC_RETURN_IF_ERROR(installer.record(manifest, manifest_bytes, signature));
+    if (options.atomic_tree) {
+        SSYNC_RETURN_IF_ERROR(installer.apply_whole_tree(manifest, plan, manifest_bytes, signature));
+    } else {
+        SSYNC_RETURN_IF_ERROR(installer.apply(manifest, plan));
+        SSYNC_RETURN_IF_ERROR(installer.record(manifest, manifest_bytes, signature));
+    }
     SyncState next;
     next.name = manifest.name;
     next.serial = manifest.serial;

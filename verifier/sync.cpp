@@ -33,6 +33,7 @@ int run_sync(const cli::Args& args) {
     options.transport.ca_file = args.get("ca-file");
     options.extras = args.has("keep-extra") ? ExtraPolicy::keep : ExtraPolicy::remove;
     options.verify_all = args.has("checksum");
+    options.atomic_tree = args.has("atomic-tree");
     bool quiet = args.has("quiet") || args.has("json");
     options.progress = stderr_is_terminal() && !quiet;
     if (args.has("max-manifest-size")) {
@@ -116,6 +117,7 @@ cli::Command sync_command() {
                 {"ca-file", "FILE", "https: trust this CA bundle instead of the system's"},
                 {"keep-extra", "", "keep files in DEST that the release does not list"},
                 {"checksum", "", "hash every file in DEST instead of trusting unchanged stat data"},
+                {"atomic-tree", "", "build the new tree beside DEST and swap it in whole (see docs/operators.md)"},
                 {"no-owner", "", "do not set owners (and do not warn when not root)"},
                 {"jitter", "SECONDS", "sleep a random time up to SECONDS first (spreads a fleet's load)"},
                 {"timeout", "SECONDS", "connect timeout and stall limit for network transports (default 30)"},

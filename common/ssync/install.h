@@ -74,6 +74,16 @@ public:
     // DEST can be audited and served to downstream mirrors, and empties staging.
     Status record(const Manifest& manifest, const std::string& manifest_bytes, const std::string& signature);
 
+    // The whole-tree alternative to apply() + record(): builds the complete new tree beside
+    // DEST (".<name>.ssync-next" in DEST's parent; unchanged files hard-linked, changed ones
+    // from staging), records the release in it, then swaps it with DEST in one
+    // renameat2(RENAME_EXCHANGE) and removes the old tree. Readers see the old tree or the new
+    // one, never a mix; after a crash DEST is entirely old or entirely new. Costs a directory
+    // entry per file and a copy of files whose metadata alone changed. Errors: io, including a
+    // file system without RENAME_EXCHANGE.
+    Status apply_whole_tree(const Manifest& manifest, const Plan& plan, const std::string& manifest_bytes,
+                            const std::string& signature);
+
     // Removes staging (after a failed run that should not be resumed).
     Status clean_staging();
 
@@ -84,10 +94,14 @@ private:
     Installer() = default;
     Status link_or_copy_staged(const Entry& e, int parent_fd, const std::string& leaf, bool last_use);
     Status set_metadata_fd(int fd, const Entry& e, const std::string& display);
+    Status record_into(int tree_fd, int tree_meta_fd, const std::string& display, const Manifest& manifest,
+                       const std::string& manifest_bytes, const std::string& signature);
 
     FileSystem* fs_ = nullptr;
     InstallOptions options_;
     std::string dest_path_;
+    UniqueFd parent_;             // DEST's parent directory
+    std::string dest_name_;       // DEST's name in it
     UniqueFd dest_, meta_, staging_;
     std::unordered_map<std::string, std::string> known_hashes_;  // DEST path -> sha256
 };

@@ -23,6 +23,7 @@ struct SyncOptions {
     OwnerPolicy owners = OwnerPolicy::skip;
     ExtraPolicy extras = ExtraPolicy::remove;
     bool verify_all = false;  // hash DEST's files instead of trusting the stat cache
+    bool atomic_tree = false; // switch the whole tree at once (Installer::apply_whole_tree)
     bool progress = false;
     std::int64_t now = 0;
     ManifestLimits limits;

@@ -410,4 +410,51 @@ TEST_SUITE("e2e sync operators") {
     }
 }
 
+
+TEST_SUITE("e2e sync atomic tree") {
+    TEST_CASE("--atomic-tree: updates land whole, and a SIGKILL leaves DEST entirely old or entirely new") {
+        Mirror m;
+        for (int i = 0; i < 600; ++i) write_file(m.src + "/many/f" + std::to_string(i), "v1 " + std::to_string(i));
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok({"--atomic-tree"});
+        CHECK(snapshot(m.dest) == snapshot(m.src));
+        m.audit_clean();
+        struct stat before;
+        REQUIRE(::stat((m.dest + "/docs/guide.txt").c_str(), &before) == 0);
+
+        std::vector<std::string> argv = {SSYNC_VERIFIER_BIN, "sync", "--from", m.pub, "--to", m.dest, "--keyring",
+                                         m.keyring, "--state", m.state, "--quiet", "--atomic-tree"};
+        Snapshot old_tree = snapshot(m.dest);
+        int version = 1;
+        for (int delay_ms : {0, 150, 300, 450, 600, 900}) {
+            CAPTURE(delay_ms);
+            ++version;
+            for (int i = 0; i < 600; ++i)
+                write_file(m.src + "/many/f" + std::to_string(i), "v" + std::to_string(version) + " " + std::to_string(i));
+            ::chmod((m.src + "/bin/run").c_str(), version % 2 ? 0755 : 0700);  // metadata-only change
+            REQUIRE(m.sign().exit_status == 0);
+            Snapshot new_tree = snapshot(m.src);
+            pid_t pid = spawn(argv);
+            std::this_thread::sleep_for(std::chrono::milliseconds(delay_ms));
+            ::kill(pid, SIGKILL);
+            wait_exit(pid);
+            Snapshot now = snapshot(m.dest);
+            CHECK((now == old_tree || now == new_tree));
+            CHECK(run(argv).exit_status == 0);
+            CHECK(snapshot(m.dest) == new_tree);
+            CHECK_FALSE(exists(m.dir / ".dest.ssync-next"));
+            old_tree = new_tree;
+        }
+        // Unchanged files were carried over by hard link, not copied or fetched again.
+        struct stat after;
+        REQUIRE(::stat((m.dest + "/docs/guide.txt").c_str(), &after) == 0);
+        CHECK(after.st_ino == before.st_ino);
+        m.audit_clean();
+        // The lock still excludes a second sync after the swaps.
+        UniqueFd lock(::open((m.dest + "/.ssync/lock").c_str(), O_RDWR));
+        REQUIRE(::flock(lock.get(), LOCK_EX | LOCK_NB) == 0);
+        CHECK(m.sync({"--atomic-tree"}).exit_status == 7);
+    }
+}
+
 }  // namespace ssync::test

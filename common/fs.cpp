@@ -142,7 +142,7 @@ Result<std::string> read_file_bounded(int dirfd, const std::string& path, std::u
     if (::fstat(fd.get(), &st) != 0) return errno_status(display);
     if (!S_ISREG(st.st_mode)) return Status(Code::io, display + ": not a regular file");
     if (static_cast<std::uint64_t>(st.st_size) > max_bytes) {
-        return Status(Code::io, display + ": larger than the limit of " +
+        return Status(Code::too_large, display + ": larger than the limit of " +
                                     std::to_string(max_bytes) + " bytes");
     }
     std::string data;
@@ -157,7 +157,7 @@ Result<std::string> read_file_bounded(int dirfd, const std::string& path, std::u
         if (got == 0) break;
         // The file may grow after fstat: the bound holds for what we actually read.
         if (data.size() + static_cast<std::size_t>(got) > max_bytes) {
-            return Status(Code::io, display + ": larger than the limit of " +
+            return Status(Code::too_large, display + ": larger than the limit of " +
                                         std::to_string(max_bytes) + " bytes");
         }
         data.append(buf, static_cast<std::size_t>(got));

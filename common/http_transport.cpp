@@ -337,7 +337,7 @@ private:
     }
 
     static Status larger_than(const std::string& url, std::uint64_t max_bytes) {
-        return Status(Code::transport,
+        return Status(Code::too_large,
                       url + ": larger than the expected " + std::to_string(max_bytes) + " bytes");
     }
 
@@ -380,7 +380,7 @@ private:
         curl_off_t length = -1;
         curl_easy_getinfo(easy_.get(), CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &length);
         if (length > 0 && static_cast<std::uint64_t>(length) > max_bytes_ - start) {
-            stop(Status(Code::transport, url_ + ": Content-Length " + std::to_string(length) +
+            stop(Status(Code::too_large, url_ + ": Content-Length " + std::to_string(length) +
                                              " is larger than the expected " +
                                              std::to_string(max_bytes_) + " bytes"),
                  Failure::oversize);
@@ -503,7 +503,9 @@ public:
         };
         Status s = run(jobs, run_options);
         // A file named by a signed manifest that the server does not have is the server's fault.
-        if (s.code() == Code::not_found) return Status(Code::transport, s.message());
+        // Inside a batch of content downloads, a missing or oversized object is the
+        // publication failing us: a transport error like any other.
+        if (s.code() == Code::not_found || s.code() == Code::too_large) return Status(Code::transport, s.message());
         return s;
     }
 

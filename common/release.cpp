@@ -75,15 +75,9 @@ Result<VerifiedRelease> fetch_release(Transport& transport, const SignatureVerif
     std::string display = join_path(transport.describe(), files.manifest_path);
     SSYNC_ASSIGN_OR_RETURN(std::string signature,
                            transport.fetch(files.signature_path, kMaxSignatureBytes));
-    auto bytes = transport.fetch(files.manifest_path, policy.limits.max_bytes);
-    if (!bytes) {
-        if (bytes.status().message().find("larger than") != std::string::npos) {
-            return Status(Code::bad_manifest, bytes.status().message());
-        }
-        return bytes.status();
-    }
+    SSYNC_ASSIGN_OR_RETURN(std::string bytes, transport.fetch(files.manifest_path, policy.limits.max_bytes));
     SSYNC_ASSIGN_OR_RETURN(VerifiedRelease release,
-                           verify_release(std::move(bytes).value(), std::move(signature), verifier,
+                           verify_release(std::move(bytes), std::move(signature), verifier,
                                           policy, display));
     if (files.announced_serial && *files.announced_serial != release.manifest.serial) {
         return Status(Code::bad_manifest, display + ": `latest` announces serial " +

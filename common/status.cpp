@@ -14,6 +14,7 @@ int exit_code(Code code) {
         case Code::io: return 5;
         case Code::transport: return 6;
         case Code::not_found: return 6;
+        case Code::too_large: return 4;
         case Code::busy: return 7;
         case Code::internal: return 70;
     }
@@ -30,6 +31,7 @@ const char* code_name(Code code) {
         case Code::io: return "io";
         case Code::transport: return "transport";
         case Code::not_found: return "not-found";
+        case Code::too_large: return "too-large";
         case Code::busy: return "busy";
         case Code::internal: return "internal";
     }

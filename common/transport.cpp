@@ -54,7 +54,7 @@ public:
             if (got == 0) break;
             total += static_cast<std::uint64_t>(got);
             if (total > max_bytes) {
-                return Status(Code::transport, display + ": larger than the expected " +
+                return Status(Code::too_large, display + ": larger than the expected " +
                                             std::to_string(max_bytes) + " bytes");
             }
             SSYNC_RETURN_IF_ERROR(sink(buf.data(), static_cast<std::size_t>(got)));
@@ -150,6 +150,10 @@ Status Transport::download_all(const std::vector<Download>& downloads, const Dow
             if (last) break;
             writer.discard();
             if (last.code() == Code::io) return last;  // our own disk: retrying will not help
+        }
+        // A missing or oversized object is the publication failing us: a transport error.
+        if (last.code() == Code::not_found || last.code() == Code::too_large) {
+            return Status(Code::transport, last.message());
         }
         if (!last) return last;
         if (options.progress) options.progress(1, d.size);

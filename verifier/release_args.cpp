@@ -59,15 +59,10 @@ Result<VerifiedRelease> load_release(const cli::Args& args) {
         return fetch_release(*transport, *verifier, policy);
     }
     std::string manifest_path = args.get("manifest");
-    auto bytes = read_file_bounded(manifest_path, policy.limits.max_bytes);
-    if (!bytes) {
-        if (bytes.status().message().find("larger than") != std::string::npos)
-            return Status(Code::bad_manifest, bytes.status().message());
-        return bytes.status();
-    }
+    SSYNC_ASSIGN_OR_RETURN(std::string bytes, read_file_bounded(manifest_path, policy.limits.max_bytes));
     SSYNC_ASSIGN_OR_RETURN(std::string signature,
                            read_file_bounded(args.get("signature"), kMaxSignatureBytes));
-    return verify_release(std::move(bytes).value(), std::move(signature), *verifier, policy,
+    return verify_release(std::move(bytes), std::move(signature), *verifier, policy,
                           manifest_path);
 }
 

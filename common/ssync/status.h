@@ -23,6 +23,8 @@ enum class Code {
     io,              // the local file system failed us
     transport,       // fetching from a publication failed after retries
     not_found,       // the publication has no such file (exit status as transport)
+    too_large,       // an input exceeded its size bound: manifest, signature, latest, keyring
+                     // (exit status as bad_manifest; content downloads report transport)
     busy,            // another process holds the lock
     internal,        // a bug or an unexpected library failure
 };

@@ -103,6 +103,12 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
         policy.limits = options.limits;
         SSYNC_ASSIGN_OR_RETURN(VerifiedRelease release, fetch_release(*transport, *verifier, policy));
         report.bytes_fetched += release.manifest_bytes.size() + release.signature.size();
+        if (!state && name.empty()) {
+            // A fresh DEST, no --name: the state for the release's own name still guards
+            // against a replayed old release.
+            SSYNC_ASSIGN_OR_RETURN(state, store.load(release.manifest.name));
+            if (state) report.previous_serial = state->serial;
+        }
         if (state) {
             if (release.manifest.serial < state->serial) return rollback_error(name, release.manifest.serial, state->serial);
             if (release.manifest.serial == state->serial && release.manifest_sha256 != state->manifest_sha256) {

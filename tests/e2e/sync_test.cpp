@@ -113,6 +113,14 @@ TEST_SUITE("e2e sync") {
         CHECK(r.err.find("rollback refused") != std::string::npos);
         CHECK(snapshot(m.dest) == before);
 
+        // Regression: a fresh DEST synced without --name skipped the state check, so a
+        // replayed old release was accepted by any mirror whose tree had been wiped.
+        auto fresh = verifier({"sync", "--from", old_pub, "--to", m.dir / "fresh-dest", "--keyring", m.keyring,
+                               "--state", m.state});
+        CHECK(fresh.exit_status == 4);
+        CHECK(fresh.err.find("rollback refused") != std::string::npos);
+        CHECK_FALSE(exists(m.dir / "fresh-dest/index.html"));
+
         // A different release under serial 2.
         std::string other_pub = m.dir / "other-pub";
         Published other;

@@ -5,6 +5,7 @@
 #include <nlohmann/json.hpp>
 #include <unordered_map>
 #include <unordered_set>
+#include <vector>
 
 namespace ssync {
 
@@ -156,6 +157,50 @@ Result<Entry> parse_entry(const json& j, const std::string& where) {
     return e;
 }
 
+// Finds the first key that appears twice in one object. No manifest object has more than ten
+// fields, so an object with more than kMaxKeys is refused here rather than tracked.
+struct DuplicateKeyFinder : nlohmann::json_sax<json> {
+    static constexpr std::size_t kMaxKeys = 64;
+    std::vector<std::vector<std::string>> open;  // the keys of each open object, by depth
+    std::size_t depth = 0;
+    std::string problem;
+
+    bool null() override { return true; }
+    bool boolean(bool) override { return true; }
+    bool number_integer(number_integer_t) override { return true; }
+    bool number_unsigned(number_unsigned_t) override { return true; }
+    bool number_float(number_float_t, const string_t&) override { return true; }
+    bool string(string_t&) override { return true; }
+    bool binary(binary_t&) override { return true; }
+    bool start_array(std::size_t) override { return true; }
+    bool end_array() override { return true; }
+    bool start_object(std::size_t) override {
+        if (open.size() <= depth) open.emplace_back();
+        open[depth++].clear();
+        return true;
+    }
+    bool end_object() override {
+        --depth;
+        return true;
+    }
+    bool key(string_t& k) override {
+        auto& keys = open[depth - 1];
+        if (std::find(keys.begin(), keys.end(), k) != keys.end()) {
+            problem = "duplicate field \"" + k + "\"";
+            return false;
+        }
+        if (keys.size() >= kMaxKeys) {
+            problem = "an object with more than " + std::to_string(kMaxKeys) + " fields";
+            return false;
+        }
+        keys.push_back(k);
+        return true;
+    }
+    bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+        return false;
+    }
+};
+
 }  // namespace
 
 const char* entry_type_name(EntryType type) {
@@ -295,28 +340,15 @@ Result<Manifest> parse_manifest(std::string_view bytes, const ManifestLimits& li
     if (bytes.size() > limits.max_bytes) {
         return bad("larger than the limit of " + std::to_string(limits.max_bytes) + " bytes");
     }
-    // Duplicate keys are an error (nlohmann would keep the last silently): track the keys of
-    // every open object.
-    std::vector<std::unordered_set<std::string>> open_objects;
-    std::string duplicate;
-    auto callback = [&](int, json::parse_event_t event, json& parsed) {
-        switch (event) {
-            case json::parse_event_t::object_start: open_objects.emplace_back(); break;
-            case json::parse_event_t::object_end: open_objects.pop_back(); break;
-            case json::parse_event_t::key:
-                if (!open_objects.back().insert(parsed.get<std::string>()).second &&
-                    duplicate.empty()) {
-                    duplicate = parsed.get<std::string>();
-                }
-                break;
-            default: break;
-        }
-        return true;
-    };
+    // Duplicate keys are an error (nlohmann would keep the last silently). They are found by a
+    // SAX pass of their own: json::parse with a callback is quadratic in the length of an
+    // array of objects (nlohmann 3.11 rescans the parent at every object end).
+    DuplicateKeyFinder duplicates;
     json doc;
     try {
-        doc = json::parse(bytes.begin(), bytes.end(), callback, /*allow_exceptions=*/true,
+        doc = json::parse(bytes.begin(), bytes.end(), nullptr, /*allow_exceptions=*/true,
                           /*ignore_comments=*/false);
+        json::sax_parse(bytes.begin(), bytes.end(), &duplicates);
     } catch (const json::exception& e) {
         std::string what = e.what();
         // "[json.exception.parse_error.101] parse error at line 1, column 2: ..." -> keep the
@@ -324,7 +356,7 @@ Result<Manifest> parse_manifest(std::string_view bytes, const ManifestLimits& li
         auto close = what.find("] ");
         return bad("not valid JSON: " + (close == std::string::npos ? what : what.substr(close + 2)));
     }
-    if (!duplicate.empty()) return bad("duplicate field \"" + duplicate + "\"");
+    if (!duplicates.problem.empty()) return bad(duplicates.problem);
     if (!doc.is_object()) return bad("must be a JSON object");
     SSYNC_RETURN_IF_ERROR(check_keys(
         doc, {"format", "version", "name", "serial", "created", "expires", "entries"}, "manifest"));

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <future>
 #include <charconv>
 #include <mutex>
 #include <numeric>
@@ -106,6 +107,20 @@ private:
     std::atomic<std::uint64_t> counter_{0};
 };
 
+// Makes `to_name` in to_dir another name of `from_name` in from_dir, atomically replacing
+// what was there.
+Status replace_with_link(FileSystem& fs, int from_dir, const char* from_name, int to_dir, const char* to_name) {
+    std::string tmp = std::string(".ssync-tmp-link.") + to_name;
+    fs.unlinkat(to_dir, tmp.c_str(), 0);
+    if (fs.linkat(from_dir, from_name, to_dir, tmp.c_str()) != 0) return errno_status(to_name);
+    if (fs.renameat2(to_dir, tmp.c_str(), to_dir, to_name, 0) != 0) {
+        int err = errno;
+        fs.unlinkat(to_dir, tmp.c_str(), 0);
+        return errno_status(to_name, err);
+    }
+    return Status::ok();
+}
+
 Result<std::optional<Manifest>> load_previous(int pub_fd) {
     SSYNC_ASSIGN_OR_RETURN(auto bytes, read_current_manifest(pub_fd));
     if (!bytes) return std::optional<Manifest>();
@@ -144,9 +159,11 @@ Status update_tree(FileSystem& fs, int pub_fd, const Manifest* previous, const M
                 return errno_status(display);
             }
         } else if (e.type == EntryType::file) {
+            std::string object = layout::object_path(e.sha256);
+            // A fresh tree has nothing to replace: link straight into place.
+            if (!p && fs.linkat(pub_fd, object.c_str(), tree.get(), e.path.c_str()) == 0) continue;
             // Link under a temporary name outside the tree, then rename into place.
             std::string tmp = "objects/tmp/link-" + std::to_string(::getpid());
-            std::string object = layout::object_path(e.sha256);
             fs.unlinkat(pub_fd, tmp.c_str(), 0);
             if (fs.linkat(pub_fd, object.c_str(), pub_fd, tmp.c_str()) != 0) {
                 if (errno != EMLINK) return errno_status(display);
@@ -197,7 +214,14 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     SSYNC_ASSIGN_OR_RETURN(FileLock lock, FileLock::acquire(signer_fd.get(), kLockFile,
                                                             publication + "/" + layout::kSignerDir));
 
-    SSYNC_ASSIGN_OR_RETURN(std::optional<Manifest> previous, load_previous(pub_fd.get()));
+    // Reading the previous manifest (megabytes of JSON) and walking the source tree are
+    // independent: do them at the same time.
+    auto previous_future = std::async(std::launch::async, [&] { return load_previous(pub_fd.get()); });
+    ScanOptions scan_options;
+    scan_options.special = options.special;
+    auto scanned_result = scan_tree(src_fd.get(), scan_options);
+    SSYNC_ASSIGN_OR_RETURN(std::optional<Manifest> previous, previous_future.get());
+    SSYNC_ASSIGN_OR_RETURN(std::vector<ScannedEntry> scanned, std::move(scanned_result));
     Manifest next;
     next.name = options.name;
     if (previous) {
@@ -216,10 +240,6 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     }
     next.created = options.now;
     next.expires = options.now + options.valid_for;
-
-    ScanOptions scan_options;
-    scan_options.special = options.special;
-    SSYNC_ASSIGN_OR_RETURN(std::vector<ScannedEntry> scanned, scan_tree(src_fd.get(), scan_options));
 
     StatCache cache = options.rehash ? StatCache() : StatCache::load(signer_fd.get(), kCacheFile);
     ObjectStore store(fs, pub_fd.get());
@@ -313,8 +333,9 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     }
     SSYNC_RETURN_IF_ERROR(check_manifest(next).with_context("new manifest"));
 
-    // Every object must be on disk before a signed manifest can point at it.
-    if (::syncfs(pub_fd.get()) != 0) return errno_status(publication + ": syncfs");
+    // Every object must be on disk before a signed manifest can point at it. syncfs flushes
+    // the whole file system (other programs' data too), so only when something was stored.
+    if (store.objects_stored_ > 0 && ::syncfs(pub_fd.get()) != 0) return errno_status(publication + ": syncfs");
 
     std::string bytes = write_manifest(next);
     SSYNC_ASSIGN_OR_RETURN(std::string signature, sign(bytes));
@@ -335,10 +356,11 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     // The switch: from here on, readers that follow `latest` get the new release.
     SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, pub_fd.get(), layout::kLatest,
                                             std::to_string(next.serial) + "\n", 0644, layout::kLatest));
-    SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, pub_fd.get(), layout::kSignature, signature, 0644,
-                                            layout::kSignature));
-    SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, pub_fd.get(), layout::kManifest, bytes, 0644,
-                                            layout::kManifest));
+    // The top-level pair is the release's pair again: second names for the same files.
+    for (const char* name : {layout::kSignature, layout::kManifest}) {
+        SSYNC_RETURN_IF_ERROR(replace_with_link(fs, release_fd.get(), name, pub_fd.get(), name));
+    }
+    SSYNC_RETURN_IF_ERROR(sync_dir(fs, pub_fd.get(), publication));
     SSYNC_RETURN_IF_ERROR(update_tree(fs, pub_fd.get(), previous ? &*previous : nullptr, next));
     // The cache only saves work; failing to write it must not fail a published release.
     (void)new_cache.save(fs, signer_fd.get(), kCacheFile);

@@ -146,6 +146,13 @@ TEST_SUITE("Manifest") {
         CHECK(error_of("").find("not valid JSON") == 0);
     }
 
+    TEST_CASE("an object with very many fields is refused before it is tracked") {
+        std::string fields;
+        for (int i = 0; i < 70; ++i) fields += ", \"f" + std::to_string(i) + "\": 1";
+        CHECK(error_of(sample_with("\"serial\": 7", "\"serial\": 7" + fields)) ==
+              "an object with more than 64 fields");
+    }
+
     TEST_CASE("a type's irrelevant fields are refused") {
         CHECK(error_of(sample_with("\"type\": \"dir\"", "\"type\": \"dir\", \"size\": 1")).find("unknown field \"size\"") != std::string::npos);
     }

@@ -253,12 +253,15 @@ Result<std::unique_ptr<SignatureVerifier>> SignatureVerifier::create(
     SSYNC_RETURN_IF_ERROR(write_file_atomic(system_fs(), home_fd.get(), "common.conf",
                                             "# written by ssync: never use keyboxd\n", 0600,
                                             join_path(home, "common.conf")));
-    // A signature must never bring or fetch its own key.
+    // A signature must never bring or fetch its own key. Verification needs no secret keys,
+    // so no gpg-agent is started at all (no-autostart): nothing is left running even when
+    // this process is killed before its destructor can stop an agent.
     SSYNC_RETURN_IF_ERROR(write_file_atomic(system_fs(), home_fd.get(), "gpg.conf",
                                             "no-auto-key-retrieve\n"
                                             "no-auto-key-import\n"
                                             "no-auto-key-locate\n"
-                                            "no-include-key-block\n",
+                                            "no-include-key-block\n"
+                                            "no-autostart\n",
                                             0600, join_path(home, "gpg.conf")));
 
     SSYNC_ASSIGN_OR_RETURN(Context ctx, new_context(home));

@@ -364,6 +364,17 @@ TEST_SUITE("SignatureVerifier") {
         CHECK_MESSAGE(r.exit_status == 0, r.err);
     }
 
+    // Regression: a verifier killed before its destructor ran (sync under SIGKILL) left a
+    // gpg-agent running in its home, one more for every such kill.
+    TEST_CASE("importing and verifying start no gpg-agent") {
+        Fixture f;
+        auto v = f.verifier("plain");
+        CHECK(read_file(v->home() + "/gpg.conf").find("no-autostart\n") != std::string::npos);
+        CHECK(v->verify(kData, f.gpg_signature(f.keys.plain_fpr)).is_ok());
+        CHECK_FALSE(process_mentions(v->home()));
+        CHECK_FALSE(exists(v->home() + "/S.gpg-agent"));
+    }
+
     TEST_CASE("the private home is short, private, and gone with its agent after destruction") {
         Fixture f;
         auto v = f.verifier("plain");

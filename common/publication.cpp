@@ -241,6 +241,7 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     next.created = options.now;
     next.expires = options.now + options.valid_for;
 
+    if (options.before_hashing) SSYNC_RETURN_IF_ERROR(options.before_hashing());
     StatCache cache = options.rehash ? StatCache() : StatCache::load(signer_fd.get(), kCacheFile);
     ObjectStore store(fs, pub_fd.get());
     SSYNC_RETURN_IF_ERROR(store.prepare());

@@ -178,11 +178,18 @@ std::string subkey_name(gpgme_subkey_t subkey) {
 
 }  // namespace
 
-Result<std::string> sign_detached(std::string_view data, const SigningOptions& options) {
-    const std::string what = "signing key '" + options.key + "'";
-    SSYNC_ASSIGN_OR_RETURN(Context ctx, new_context(options.gnupg_home));
-    gpgme_set_armor(ctx.get(), 1);
+namespace {
 
+struct SigningKey {
+    Context ctx;
+    Key key;
+    std::string fpr;  // the key's name for messages
+};
+
+// Looks up the secret key in a fresh context bound to options.gnupg_home and checks that it
+// can sign.
+Result<SigningKey> find_signing_key(const SigningOptions& options, const std::string& what) {
+    SSYNC_ASSIGN_OR_RETURN(Context ctx, new_context(options.gnupg_home));
     gpgme_key_t raw_key = nullptr;
     gpgme_error_t err = gpgme_get_key(ctx.get(), options.key.c_str(), &raw_key, 1);
     Key key(raw_key);
@@ -193,14 +200,30 @@ Result<std::string> sign_detached(std::string_view data, const SigningOptions& o
                                                       : quote_path(options.gnupg_home)));
     }
     if (err) return gpgme_status(err, what);
-    const std::string fpr = key->subkeys ? subkey_name(key->subkeys) : options.key;
+    std::string fpr = key->subkeys ? subkey_name(key->subkeys) : options.key;
     if (key->revoked) return Status(Code::untrusted, what + ": key " + fpr + " is revoked");
     if (key->expired) return Status(Code::untrusted, what + ": key " + fpr + " has expired");
     if (key->disabled) return Status(Code::untrusted, what + ": key " + fpr + " is disabled");
     if (!key->can_sign) {
         return Status(Code::untrusted, what + ": key " + fpr + " has no usable signing key");
     }
-    if ((err = gpgme_signers_add(ctx.get(), key.get()))) return gpgme_status(err, what);
+    return SigningKey{std::move(ctx), std::move(key), std::move(fpr)};
+}
+
+}  // namespace
+
+Status check_signing_key(const SigningOptions& options) {
+    return find_signing_key(options, "signing key '" + options.key + "'").status();
+}
+
+Result<std::string> sign_detached(std::string_view data, const SigningOptions& options) {
+    const std::string what = "signing key '" + options.key + "'";
+    SSYNC_ASSIGN_OR_RETURN(SigningKey found, find_signing_key(options, what));
+    Context& ctx = found.ctx;
+    const std::string& fpr = found.fpr;
+    gpgme_set_armor(ctx.get(), 1);
+    gpgme_error_t err = gpgme_signers_add(ctx.get(), found.key.get());
+    if (err) return gpgme_status(err, what);
 
     PassphraseHook hook;
     if (!options.passphrase_file.empty()) {

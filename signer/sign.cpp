@@ -1,6 +1,7 @@
 // ssync-signer sign: tree -> objects -> manifest -> detached signature -> current release.
 #include <cstdio>
 #include <ctime>
+#include <future>
 #include <nlohmann/json.hpp>
 
 #include "ssync/publication.h"
@@ -45,6 +46,9 @@ int run_sign(const cli::Args& args) {
     signing.gnupg_home = args.get("gnupghome");
     signing.passphrase_file = args.get("passphrase-file");
 
+    // The key is looked up while the tree is scanned, and checked before anything is hashed.
+    auto key_check = std::async(std::launch::async, [&] { return check_signing_key(signing); });
+    options.before_hashing = [&] { return key_check.get(); };
     auto result = publish(args.get("root"), args.get("out"), options,
                           [&](std::string_view bytes) { return sign_detached(bytes, signing); });
     if (!result) return cli::report_error(result.status());

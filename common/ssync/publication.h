@@ -51,6 +51,9 @@ struct PublishOptions {
     unsigned threads = 0;                  // 0: one per core
     bool progress = false;                 // show progress on stderr
     FileSystem* fs = nullptr;              // nullptr: system_fs()
+    // Called once the tree is scanned, before any file is hashed: an error stops the run (a
+    // signer checks its key here, so a typo does not cost a gigabyte of hashing).
+    std::function<Status()> before_hashing;
 };
 
 struct PublishStats {

@@ -28,6 +28,10 @@ struct SigningOptions {
 // problems, io for an unreadable passphrase file.
 Result<std::string> sign_detached(std::string_view data, const SigningOptions& options);
 
+// Checks, without signing, that the secret key exists and can sign (same errors as
+// sign_detached). Lets a signer fail before hours of hashing, and warms GPGME up meanwhile.
+Status check_signing_key(const SigningOptions& options);
+
 // What a good signature told us.
 struct VerifiedSignature {
     std::string primary_fpr;   // the pinned primary key that made it (upper-case hex)

@@ -348,6 +348,16 @@ TEST_SUITE("e2e cli") {
         CHECK(run({SSYNC_SIGNER_BIN, "--help"}).exit_status == 0);
     }
 
+    TEST_CASE("a wrong --key fails before any content is hashed or stored") {
+        Published p;
+        auto s = p.sign({}, "0000000000000000000000000000000000000000");
+        CHECK(s.exit_status == 3);
+        CHECK(s.err.find("no such secret key") != std::string::npos);
+        auto objects = run({"find", p.pub + "/objects", "-type", "f"});
+        CHECK(objects.out.empty());
+        CHECK_FALSE(exists(p.pub + "/latest"));
+    }
+
     TEST_CASE("a special file in the source is refused by name unless --skip-special") {
         Published p;
         REQUIRE(::mkfifo((p.src + "/docs/fifo").c_str(), 0644) == 0);

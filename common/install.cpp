@@ -19,6 +19,7 @@ namespace {
 
 constexpr const char* kStatCache = "stat-cache";
 constexpr const char* kObjectsDir = "objects";
+constexpr const char* kTreeStamp = "tree-stamp";
 
 bool below(const std::string& path, const std::string& dir) {
     return path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/';
@@ -445,8 +446,34 @@ Status Installer::record_into(int tree_fd, int tree_meta_fd, const std::string& 
             if (e && e->type == EntryType::file && e->size == a.entry.size) cache.put(a.entry.path, a.stat, e->sha256);
         }
         (void)cache.save(*fs_, tree_meta_fd, kStatCache);
+        // Only a cache: a missing or stale stamp just means the next run plans in full.
+        (void)write_file_atomic(*fs_, tree_meta_fd, kTreeStamp,
+                                sha256_hex(manifest_bytes) + " " + stamp_with_policy(*actual) + "\n", 0644,
+                                meta_display + "/" + kTreeStamp);
     }
     return Status::ok();
+}
+
+bool Installer::unchanged_since_record(const std::string& manifest_sha256) {
+    auto recorded = read_file_bounded(meta_.get(), kTreeStamp, 256, kTreeStamp);
+    if (!recorded || recorded->size() != 64 + 1 + 64 + 1 || recorded->compare(0, 64, manifest_sha256) != 0) {
+        return false;
+    }
+    // The copy of the manifest that downstream mirrors read must be intact too.
+    auto kept = read_file_bounded(meta_.get(), layout::kManifest, ManifestLimits{}.max_bytes, layout::kManifest);
+    if (!kept || sha256_hex(*kept) != manifest_sha256) return false;
+    ScanOptions scan_options;
+    scan_options.special = SpecialFiles::skip;
+    auto actual = scan_tree(dest_.get(), scan_options);
+    return actual && recorded->compare(65, 64, stamp_with_policy(*actual)) == 0;
+}
+
+// A stamp recorded under other options (extras kept, owners not set) says nothing about
+// whether this run's options are satisfied, so the options are part of it.
+std::string Installer::stamp_with_policy(const std::vector<ScannedEntry>& actual) const {
+    std::string policy = options_.extras == ExtraPolicy::keep ? "extras:keep" : "extras:remove";
+    policy += options_.owners == OwnerPolicy::apply ? " owners:apply " : " owners:skip ";
+    return sha256_hex(policy + tree_stamp(actual));
 }
 
 Status Installer::apply_whole_tree(const Manifest& manifest, const Plan& plan, const std::string& manifest_bytes,

@@ -8,6 +8,8 @@
 #include <charconv>
 #include <mutex>
 
+#include "ssync/hash.h"
+
 namespace ssync {
 
 namespace {
@@ -112,6 +114,28 @@ Result<std::vector<ScannedEntry>> scan_tree(int root_fd, const ScanOptions& opti
     std::sort(out.begin(), out.end(),
               [](const ScannedEntry& a, const ScannedEntry& b) { return a.entry.path < b.entry.path; });
     return out;
+}
+
+std::string tree_stamp(const std::vector<ScannedEntry>& entries) {
+    Sha256 h;
+    for (const ScannedEntry& se : entries) {
+        const Entry& e = se.entry;
+        std::string line = e.path;
+        line += '\0';
+        line += entry_type_name(e.type);
+        line += se.special ? se.special : "";
+        for (std::uint64_t v : {std::uint64_t{e.mode}, std::uint64_t{e.uid}, std::uint64_t{e.gid}, se.stat.size,
+                                static_cast<std::uint64_t>(se.stat.mtime_ns),
+                                static_cast<std::uint64_t>(se.stat.ctime_ns), se.stat.ino, se.stat.dev}) {
+            line += ' ';
+            line += std::to_string(v);
+        }
+        line += '\0';
+        line += e.target;
+        line += '\n';
+        h.update(line);
+    }
+    return h.finish_hex();
 }
 
 namespace {

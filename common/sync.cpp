@@ -84,6 +84,15 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
                                       format_rfc3339(state->expires) + " and the publication offers nothing newer: "
                                       "the master stopped re-signing or the mirror is frozen");
                 }
+                // The common case from cron: nothing new, nothing touched. Confirmed by the
+                // tree's stat data alone, without parsing the manifest or planning.
+                if (!options.verify_all && installer.unchanged_since_record(state->manifest_sha256)) {
+                    report.name = name;
+                    report.serial = state->serial;
+                    report.noop = true;
+                    report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+                    return report;
+                }
                 if (auto recorded = recorded_release(installer.meta_fd(), *state, options.limits)) {
                     if (auto m = parse_manifest(recorded->first, options.limits)) {
                         manifest = std::move(m).value();
@@ -130,7 +139,16 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
     report.removed = plan.removed;
     bool same_release = state && state->serial == manifest.serial;
     if (plan.empty() && same_release) {
-        report.noop = true;
+        // The tree is right. The release kept in DEST/.ssync is right too when it was read
+        // from there (have_release); otherwise it was missing or damaged: record it again.
+        bool kept_intact = have_release;
+        if (!kept_intact) {
+            auto kept = read_file_bounded(installer.meta_fd(), layout::kManifest, options.limits.max_bytes,
+                                          layout::kManifest);
+            kept_intact = kept && *kept == manifest_bytes;
+        }
+        if (!kept_intact) SSYNC_RETURN_IF_ERROR(installer.record(manifest, manifest_bytes, signature));
+        report.noop = kept_intact;
         report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         return report;
     }

@@ -84,6 +84,11 @@ public:
     Status apply_whole_tree(const Manifest& manifest, const Plan& plan, const std::string& manifest_bytes,
                             const std::string& signature);
 
+    // True when DEST is exactly as the last record() left it for the manifest with digest
+    // `manifest_sha256`: the tree stamp kept in DEST/.ssync matches a fresh scan. Lets an
+    // unchanged release be confirmed without parsing its manifest. Any doubt answers false.
+    bool unchanged_since_record(const std::string& manifest_sha256);
+
     // Removes staging (after a failed run that should not be resumed).
     Status clean_staging();
 
@@ -94,6 +99,7 @@ private:
     Installer() = default;
     Status link_or_copy_staged(const Entry& e, int parent_fd, const std::string& leaf, bool last_use);
     Status set_metadata_fd(int fd, const Entry& e, const std::string& display);
+    std::string stamp_with_policy(const std::vector<ScannedEntry>& actual) const;
     Status record_into(int tree_fd, int tree_meta_fd, const std::string& display, const Manifest& manifest,
                        const std::string& manifest_bytes, const std::string& signature);
 

@@ -42,6 +42,11 @@ struct ScanOptions {
 // the path.
 Result<std::vector<ScannedEntry>> scan_tree(int root_fd, const ScanOptions& options = {});
 
+// A digest of everything a scan saw: paths, types, modes, owners, symlink targets, and the
+// files' full stat data (size, mtime, ctime, inode, device). Equal stamps mean nothing
+// observable changed; any edit changes at least a ctime.
+std::string tree_stamp(const std::vector<ScannedEntry>& entries);
+
 // Remembers the SHA-256 of files by path and FileStat. Stored beside a publication; a missing
 // or damaged cache file just means everything is hashed again.
 class StatCache {

@@ -237,6 +237,7 @@ TEST_SUITE("e2e sync") {
         write_file(m.dest + "/local-only", "mine");
         m.sync_ok({"--keep-extra"});
         CHECK(read_file(m.dest + "/local-only") == "mine");
+        // Regression: the no-op fast path trusted a tree stamp recorded under --keep-extra.
         m.sync_ok();
         CHECK_FALSE(exists(m.dest + "/local-only"));
     }
@@ -261,6 +262,18 @@ TEST_SUITE("e2e sync") {
                             m.dir / "state2"});
         CHECK(r2.exit_status == 6);
         CHECK(read_file(dest2 + "/index.html") == "<h1>Welcome</h1>\n");
+    }
+
+    TEST_CASE("an unchanged release with a damaged kept manifest is repaired, not skipped") {
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok();
+        CHECK(m.sync_ok()["noop"] == true);
+        std::string kept = m.dest + "/.ssync/manifest.json";
+        std::string good = read_file(kept);
+        write_file(kept, good.substr(0, good.size() / 2));
+        m.sync_ok();
+        CHECK(read_file(kept) == good);
     }
 
     TEST_CASE("local drift in DEST is repaired on an unchanged release") {

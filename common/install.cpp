@@ -292,6 +292,26 @@ Status Installer::set_metadata_fd(int fd, const Entry& e, const std::string& dis
     return Status::ok();
 }
 
+Result<int> Installer::prepare_file(const Entry& e, int objects_fd, std::unordered_map<std::string, int>& uses,
+                                    std::string& name, const std::string& what) {
+    int dir = staging_.get();
+    int& remaining = uses[e.sha256];
+    if (remaining > 1) {
+        UniqueFd src(fs_->openat(objects_fd, e.sha256.c_str(), O_RDONLY | O_NOFOLLOW, 0));
+        if (!src) return errno_status(what + ": staged content");
+        SSYNC_ASSIGN_OR_RETURN(FileDigest d, copy_hashed(*fs_, src.get(), staging_.get(), name, what));
+        if (d.sha256 != e.sha256) return Status(Code::io, what + ": staged content changed");
+    } else {
+        dir = objects_fd;
+        name = e.sha256;
+    }
+    remaining--;
+    UniqueFd fd(fs_->openat(dir, name.c_str(), O_RDONLY | O_NOFOLLOW, 0));
+    if (!fd) return errno_status(what + ": staged content");
+    SSYNC_RETURN_IF_ERROR(set_metadata_fd(fd.get(), e, what));
+    return dir;
+}
+
 Status Installer::apply(const Manifest& manifest, const Plan& plan) {
     SSYNC_ASSIGN_OR_RETURN(UniqueFd objects, open_dir_beneath(staging_.get(), kObjectsDir));
     DirCache dirs(dest_.get());
@@ -339,20 +359,7 @@ Status Installer::apply(const Manifest& manifest, const Plan& plan) {
                 return errno_status(what + ": chown", err);
             }
         } else {
-            int& remaining = uses[e->sha256];
-            if (remaining > 1) {
-                UniqueFd src(fs_->openat(objects.get(), e->sha256.c_str(), O_RDONLY | O_NOFOLLOW, 0));
-                if (!src) return errno_status(what + ": staged content");
-                SSYNC_ASSIGN_OR_RETURN(FileDigest d, copy_hashed(*fs_, src.get(), staging_.get(), from, what));
-                if (d.sha256 != e->sha256) return Status(Code::io, what + ": staged content changed");
-            } else {
-                from_dir = objects.get();
-                from = e->sha256;
-            }
-            remaining--;
-            UniqueFd fd(fs_->openat(from_dir, from.c_str(), O_RDONLY | O_NOFOLLOW, 0));
-            if (!fd) return errno_status(what + ": staged content");
-            SSYNC_RETURN_IF_ERROR(set_metadata_fd(fd.get(), *e, what));
+            SSYNC_ASSIGN_OR_RETURN(from_dir, prepare_file(*e, objects.get(), uses, from, what));
         }
         // The switch for this path: atomic, and never through a symlink (parent was opened
         // with O_NOFOLLOW all the way down; a symlink at `leaf` itself is replaced, not followed).
@@ -542,18 +549,12 @@ Status Installer::apply_whole_tree(const Manifest& manifest, const Plan& plan, c
             if (!src) return errno_status(what);
             SSYNC_ASSIGN_OR_RETURN(FileDigest d, copy_hashed(*fs_, src.get(), staging_.get(), from, what));
             if (d.sha256 != e.sha256) return Status(Code::io, what + ": changed during the sync; run again");
-        } else if (uses[e.sha256]-- > 1) {
-            UniqueFd src(fs_->openat(objects.get(), e.sha256.c_str(), O_RDONLY | O_NOFOLLOW, 0));
-            if (!src) return errno_status(what + ": staged content");
-            SSYNC_ASSIGN_OR_RETURN(FileDigest d, copy_hashed(*fs_, src.get(), staging_.get(), from, what));
-            if (d.sha256 != e.sha256) return Status(Code::io, what + ": staged content changed");
+            UniqueFd fd(fs_->openat(from_dir, from.c_str(), O_RDONLY | O_NOFOLLOW, 0));
+            if (!fd) return errno_status(what);
+            SSYNC_RETURN_IF_ERROR(set_metadata_fd(fd.get(), e, what));
         } else {
-            from_dir = objects.get();
-            from = e.sha256;
+            SSYNC_ASSIGN_OR_RETURN(from_dir, prepare_file(e, objects.get(), uses, from, what));
         }
-        UniqueFd fd(fs_->openat(from_dir, from.c_str(), O_RDONLY | O_NOFOLLOW, 0));
-        if (!fd) return errno_status(what + ": staged content");
-        SSYNC_RETURN_IF_ERROR(set_metadata_fd(fd.get(), e, what));
         if (fs_->renameat2(from_dir, from.c_str(), parent, leaf.c_str(), 0) != 0) return errno_status(what);
     }
     dirs.forget();

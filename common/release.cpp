@@ -11,6 +11,7 @@ namespace ssync {
 Result<VerifiedRelease> verify_release(std::string manifest_bytes, std::string signature,
                                        const SignatureVerifier& verifier, const TrustPolicy& policy,
                                        const std::string& display) {
+    // Checked before GnuPG sees the bytes (parse_manifest checks again, for its other callers).
     if (manifest_bytes.size() > policy.limits.max_bytes) {
         return Status(Code::bad_manifest, display + ": larger than the limit of " +
                                               std::to_string(policy.limits.max_bytes) + " bytes");

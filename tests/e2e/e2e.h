@@ -51,4 +51,6 @@ struct Published {
 namespace ssync::test {
 // The sha256 the publication's current manifest lists for `path`.
 std::string sha256_of_entry(const std::string& pub, const std::string& path);
+// The publication's object file holding that content (layout::object_path below pub).
+std::string object_of_entry(const std::string& pub, const std::string& path);
 }  // namespace ssync::test

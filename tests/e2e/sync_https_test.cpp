@@ -97,8 +97,7 @@ TEST_SUITE("e2e sync https") {
         HttpsMirror m;
         REQUIRE(m.sign().exit_status == 0);
         NginxServer nginx(m.pub);
-        std::string h = sha256_of_entry(m.pub, "docs/guide.txt");
-        std::string object = m.pub + "/objects/" + h.substr(0, 2) + "/" + h;
+        std::string object = object_of_entry(m.pub, "docs/guide.txt");
         std::string good = read_file(object);
         ::chmod(object.c_str(), 0644);
         write_file(object, "Read mE.\n");

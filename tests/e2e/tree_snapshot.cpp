@@ -51,6 +51,7 @@ Snapshot snapshot(const std::string& root) {
 }  // namespace ssync::test
 
 #include "ssync/manifest.h"
+#include "ssync/publication.h"
 
 namespace ssync::test {
 std::string sha256_of_entry(const std::string& pub, const std::string& path) {
@@ -59,5 +60,9 @@ std::string sha256_of_entry(const std::string& pub, const std::string& path) {
     const Entry* e = m->find(path);
     REQUIRE(e);
     return e->sha256;
+}
+
+std::string object_of_entry(const std::string& pub, const std::string& path) {
+    return pub + "/" + layout::object_path(sha256_of_entry(pub, path));
 }
 }  // namespace ssync::test

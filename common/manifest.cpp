@@ -1,10 +1,11 @@
 #include "ssync/manifest.h"
 
 #include <algorithm>
+#include <array>
+#include <charconv>
+#include <cstdint>
 #include <ctime>
 #include <nlohmann/json.hpp>
-#include <unordered_map>
-#include <unordered_set>
 #include <vector>
 
 namespace ssync {
@@ -15,9 +16,7 @@ using json = nlohmann::json;
 
 Status bad(std::string message) { return Status(Code::bad_manifest, std::move(message)); }
 
-std::string json_string(std::string_view s) {
-    std::string out;
-    out.reserve(s.size() + 2);
+void append_json_string(std::string& out, std::string_view s) {
     out += '"';
     static const char hex[] = "0123456789abcdef";
     for (char ch : s) {
@@ -39,7 +38,6 @@ std::string json_string(std::string_view s) {
         }
     }
     out += '"';
-    return out;
 }
 
 bool is_lower_hex(std::string_view s) {
@@ -47,106 +45,123 @@ bool is_lower_hex(std::string_view s) {
                        [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
+// One scalar the parser met, kept until its object is complete so that the checks run in a fixed
+// order whatever order the fields come in (the first error reported does not depend on it).
+struct Value {
+    enum Kind : std::uint8_t { absent, string, unsigned_int, signed_int, other } kind = absent;
+    std::string text;
+    std::uint64_t number = 0;  // unsigned_int; signed_int holds the two's complement
+};
+
 // Field readers: each names the field in its error.
-Status need(const json& obj, const char* key, const std::string& where, const json*& out) {
-    auto it = obj.find(key);
-    if (it == obj.end()) return bad(where + ": missing field \"" + key + "\"");
-    out = &*it;
+Status need(const Value& v, const char* key, const std::string& where) {
+    if (v.kind == Value::absent) return bad(where + ": missing field \"" + key + "\"");
     return Status::ok();
 }
 
-Result<std::string> get_string(const json& obj, const char* key, const std::string& where) {
-    const json* v;
-    SSYNC_RETURN_IF_ERROR(need(obj, key, where, v));
-    if (!v->is_string()) return bad(where + "." + key + ": must be a string");
-    return v->get<std::string>();
+Result<std::string> get_string(Value& v, const char* key, const std::string& where) {
+    SSYNC_RETURN_IF_ERROR(need(v, key, where));
+    if (v.kind != Value::string) return bad(where + "." + key + ": must be a string");
+    return std::move(v.text);
 }
 
-Result<std::uint64_t> get_uint(const json& obj, const char* key, const std::string& where,
+Result<std::uint64_t> get_uint(const Value& v, const char* key, const std::string& where,
                                std::uint64_t max) {
-    const json* v;
-    SSYNC_RETURN_IF_ERROR(need(obj, key, where, v));
-    if (!v->is_number_unsigned()) {
-        return bad(where + "." + key + ": must be a non-negative integer");
-    }
-    std::uint64_t n = v->get<std::uint64_t>();
-    if (n > max) return bad(where + "." + key + ": " + std::to_string(n) + " is too large");
-    return n;
+    SSYNC_RETURN_IF_ERROR(need(v, key, where));
+    if (v.kind != Value::unsigned_int) return bad(where + "." + key + ": must be a non-negative integer");
+    if (v.number > max) return bad(where + "." + key + ": " + std::to_string(v.number) + " is too large");
+    return v.number;
 }
 
-Result<std::int64_t> get_time(const json& obj, const char* key, const std::string& where) {
-    SSYNC_ASSIGN_OR_RETURN(std::string text, get_string(obj, key, where));
+Result<std::int64_t> get_time(Value& v, const char* key, const std::string& where) {
+    SSYNC_ASSIGN_OR_RETURN(std::string text, get_string(v, key, where));
     auto t = parse_rfc3339(text);
     if (!t) return bad(where + "." + key + ": not an RFC 3339 UTC time (YYYY-MM-DDTHH:MM:SSZ)");
     return *t;
 }
 
-Status check_keys(const json& obj, std::initializer_list<const char*> allowed,
-                  const std::string& where) {
-    for (auto it = obj.begin(); it != obj.end(); ++it) {
-        bool known = std::any_of(allowed.begin(), allowed.end(),
-                                 [&](const char* k) { return it.key() == k; });
-        if (!known) return bad(where + ": unknown field \"" + it.key() + "\"");
-    }
-    return Status::ok();
+// The fields of the manifest object and of an entry, by slot.
+constexpr std::array<std::string_view, 7> kTopFields = {"format", "version", "name", "serial",
+                                                        "created", "expires", "entries"};
+enum TopSlot { t_format, t_version, t_name, t_serial, t_created, t_expires, t_entries };
+constexpr std::array<std::string_view, 11> kEntryFields = {
+    "path", "type", "mode", "uid", "gid", "user", "group", "size", "sha256", "target", "mtime"};
+enum EntrySlot { e_path, e_type, e_mode, e_uid, e_gid, e_user, e_group, e_size, e_sha256, e_target, e_mtime };
+
+template <std::size_t N>
+int slot_of(const std::array<std::string_view, N>& fields, std::string_view key) {
+    for (std::size_t i = 0; i < N; ++i)
+        if (fields[i] == key) return static_cast<int>(i);
+    return -1;
 }
 
-Result<Entry> parse_entry(const json& j, const std::string& where) {
-    if (!j.is_object()) return bad(where + ": must be an object");
+// Validates one entry's fields (in a fixed order) into an Entry.
+Result<Entry> make_entry(std::array<Value, kEntryFields.size()>& f, std::string_view unknown,
+                         const std::string& where) {
     Entry e;
-    SSYNC_ASSIGN_OR_RETURN(e.path, get_string(j, "path", where));
+    SSYNC_ASSIGN_OR_RETURN(e.path, get_string(f[e_path], "path", where));
     SSYNC_RETURN_IF_ERROR(check_entry_path(e.path).with_context(where + ".path"));
-    SSYNC_ASSIGN_OR_RETURN(std::string type, get_string(j, "type", where));
+    SSYNC_ASSIGN_OR_RETURN(std::string type, get_string(f[e_type], "type", where));
     if (type == "file") e.type = EntryType::file;
     else if (type == "dir") e.type = EntryType::dir;
     else if (type == "symlink") e.type = EntryType::symlink;
     else return bad(where + ".type: unknown type \"" + type + "\"");
 
-    SSYNC_ASSIGN_OR_RETURN(std::string mode, get_string(j, "mode", where));
+    SSYNC_ASSIGN_OR_RETURN(std::string mode, get_string(f[e_mode], "mode", where));
     if (mode.size() != 4 || !std::all_of(mode.begin(), mode.end(),
                                          [](char c) { return c >= '0' && c <= '7'; })) {
         return bad(where + ".mode: must be four octal digits such as \"0755\"");
     }
     e.mode = static_cast<std::uint32_t>(std::stoul(mode, nullptr, 8));
-    SSYNC_ASSIGN_OR_RETURN(std::uint64_t uid, get_uint(j, "uid", where, 0xfffffffeu));
-    SSYNC_ASSIGN_OR_RETURN(std::uint64_t gid, get_uint(j, "gid", where, 0xfffffffeu));
+    SSYNC_ASSIGN_OR_RETURN(std::uint64_t uid, get_uint(f[e_uid], "uid", where, 0xfffffffeu));
+    SSYNC_ASSIGN_OR_RETURN(std::uint64_t gid, get_uint(f[e_gid], "gid", where, 0xfffffffeu));
     e.uid = static_cast<std::uint32_t>(uid);
     e.gid = static_cast<std::uint32_t>(gid);
-    SSYNC_ASSIGN_OR_RETURN(e.user, get_string(j, "user", where));
-    SSYNC_ASSIGN_OR_RETURN(e.group, get_string(j, "group", where));
+    SSYNC_ASSIGN_OR_RETURN(e.user, get_string(f[e_user], "user", where));
+    SSYNC_ASSIGN_OR_RETURN(e.group, get_string(f[e_group], "group", where));
     for (const std::string* name : {&e.user, &e.group}) {
         if (name->size() > 256 || name->find('\0') != std::string::npos ||
             name->find('\n') != std::string::npos || name->find(':') != std::string::npos) {
             return bad(where + (name == &e.user ? ".user" : ".group") + ": not a valid name");
         }
     }
-    if (j.contains("mtime")) {
-        const json& m = j["mtime"];
-        if (!m.is_number_integer()) return bad(where + ".mtime: must be an integer");
-        e.mtime = m.get<std::int64_t>();
+    if (f[e_mtime].kind != Value::absent) {
+        if (f[e_mtime].kind != Value::unsigned_int && f[e_mtime].kind != Value::signed_int) {
+            return bad(where + ".mtime: must be an integer");
+        }
+        e.mtime = static_cast<std::int64_t>(f[e_mtime].number);
+        if (f[e_mtime].kind == Value::unsigned_int && f[e_mtime].number > INT64_MAX) {
+            return bad(where + ".mtime: " + std::to_string(f[e_mtime].number) + " is too large");
+        }
     }
 
+    // The fields each type may have; anything else is an unknown field.
+    auto refuse_others = [&](std::initializer_list<EntrySlot> extra) -> Status {
+        if (!unknown.empty()) return bad(where + ": unknown field \"" + std::string(unknown) + "\"");
+        for (EntrySlot s : {e_size, e_sha256, e_target}) {
+            bool allowed = std::find(extra.begin(), extra.end(), s) != extra.end();
+            if (!allowed && f[s].kind != Value::absent) {
+                return bad(where + ": unknown field \"" + std::string(kEntryFields[s]) + "\"");
+            }
+        }
+        return Status::ok();
+    };
     switch (e.type) {
         case EntryType::file: {
-            SSYNC_RETURN_IF_ERROR(check_keys(
-                j, {"path", "type", "mode", "uid", "gid", "user", "group", "size", "sha256", "mtime"},
-                where));
-            SSYNC_ASSIGN_OR_RETURN(e.size, get_uint(j, "size", where, (1ull << 62)));
-            SSYNC_ASSIGN_OR_RETURN(e.sha256, get_string(j, "sha256", where));
+            SSYNC_RETURN_IF_ERROR(refuse_others({e_size, e_sha256}));
+            SSYNC_ASSIGN_OR_RETURN(e.size, get_uint(f[e_size], "size", where, (1ull << 62)));
+            SSYNC_ASSIGN_OR_RETURN(e.sha256, get_string(f[e_sha256], "sha256", where));
             if (e.sha256.size() != 64 || !is_lower_hex(e.sha256)) {
                 return bad(where + ".sha256: must be 64 lowercase hex digits");
             }
             break;
         }
         case EntryType::dir:
-            SSYNC_RETURN_IF_ERROR(check_keys(
-                j, {"path", "type", "mode", "uid", "gid", "user", "group", "mtime"}, where));
+            SSYNC_RETURN_IF_ERROR(refuse_others({}));
             break;
         case EntryType::symlink: {
-            SSYNC_RETURN_IF_ERROR(check_keys(
-                j, {"path", "type", "mode", "uid", "gid", "user", "group", "target", "mtime"},
-                where));
-            SSYNC_ASSIGN_OR_RETURN(e.target, get_string(j, "target", where));
+            SSYNC_RETURN_IF_ERROR(refuse_others({e_target}));
+            SSYNC_ASSIGN_OR_RETURN(e.target, get_string(f[e_target], "target", where));
             if (e.target.empty() || e.target.size() > 4095 ||
                 e.target.find('\0') != std::string::npos) {
                 return bad(where + ".target: must be 1 to 4095 bytes without NUL");
@@ -157,48 +172,189 @@ Result<Entry> parse_entry(const json& j, const std::string& where) {
     return e;
 }
 
-// Finds the first key that appears twice in one object. No manifest object has more than ten
-// fields, so an object with more than kMaxKeys is refused here rather than tracked.
-struct DuplicateKeyFinder : nlohmann::json_sax<json> {
-    static constexpr std::size_t kMaxKeys = 64;
-    std::vector<std::vector<std::string>> open;  // the keys of each open object, by depth
-    std::size_t depth = 0;
-    std::string problem;
+// Builds the Manifest while nlohmann's SAX parser reads the bytes: no document tree (a DOM of
+// a 20,000-entry manifest is tens of megabytes of small allocations, most of the time a
+// re-sign or a sync spent parsing). Errors are kept by priority and reported once the whole
+// text has been read, so the result is the same as checking a parsed document in order:
+// syntax, then duplicate keys, then the top-level fields, then the first bad entry.
+class ManifestReader final : public nlohmann::json_sax<json> {
+public:
+    static constexpr std::size_t kMaxKeys = 64;  // no manifest object has more than eleven
 
-    bool null() override { return true; }
-    bool boolean(bool) override { return true; }
-    bool number_integer(number_integer_t) override { return true; }
-    bool number_unsigned(number_unsigned_t) override { return true; }
-    bool number_float(number_float_t, const string_t&) override { return true; }
-    bool string(string_t&) override { return true; }
-    bool binary(binary_t&) override { return true; }
-    bool start_array(std::size_t) override { return true; }
-    bool end_array() override { return true; }
+    explicit ManifestReader(std::size_t size_hint) { manifest_.entries.reserve(size_hint / 256); }
+
+    Result<Manifest> finish(bool parsed) {
+        if (!syntax_error_.empty()) return bad("not valid JSON: " + syntax_error_);
+        if (!structure_error_.empty()) return bad(structure_error_);
+        if (!parsed) return bad("not valid JSON");
+        if (!saw_document_object_) return bad("must be a JSON object");
+        if (!top_unknown_.empty()) return bad("manifest: unknown field \"" + top_unknown_ + "\"");
+        const std::string where = "manifest";
+        SSYNC_ASSIGN_OR_RETURN(std::string format, get_string(top_[t_format], "format", where));
+        if (format != "ssync-manifest") return bad("format: \"" + format + "\" is not \"ssync-manifest\"");
+        SSYNC_ASSIGN_OR_RETURN(std::uint64_t version, get_uint(top_[t_version], "version", where, 1u << 30));
+        if (version != Manifest::kVersion) {
+            return bad("version: " + std::to_string(version) + " is not supported (this ssync reads 1)");
+        }
+        SSYNC_ASSIGN_OR_RETURN(manifest_.name, get_string(top_[t_name], "name", where));
+        SSYNC_ASSIGN_OR_RETURN(manifest_.serial, get_uint(top_[t_serial], "serial", where, (1ull << 62)));
+        SSYNC_ASSIGN_OR_RETURN(manifest_.created, get_time(top_[t_created], "created", where));
+        SSYNC_ASSIGN_OR_RETURN(manifest_.expires, get_time(top_[t_expires], "expires", where));
+        SSYNC_RETURN_IF_ERROR(need(top_[t_entries], "entries", where));
+        if (!entries_is_array_) return bad("entries: must be an array");
+        SSYNC_RETURN_IF_ERROR(entry_error_);
+        SSYNC_RETURN_IF_ERROR(check_manifest(manifest_));
+        return std::move(manifest_);
+    }
+
+    bool null() override { return scalar(Value{Value::other, {}, 0}); }
+    bool boolean(bool) override { return scalar(Value{Value::other, {}, 0}); }
+    bool number_integer(number_integer_t n) override {
+        return scalar(Value{Value::signed_int, {}, static_cast<std::uint64_t>(n)});
+    }
+    bool number_unsigned(number_unsigned_t n) override { return scalar(Value{Value::unsigned_int, {}, n}); }
+    bool number_float(number_float_t, const string_t&) override { return scalar(Value{Value::other, {}, 0}); }
+    bool string(string_t& s) override {
+        Value* v = target();
+        if (v) {
+            v->kind = Value::string;
+            v->text = std::move(s);  // the lexer clears its buffer before the next token
+        }
+        return element_done();
+    }
+    bool binary(binary_t&) override { return scalar(Value{Value::other, {}, 0}); }
+
     bool start_object(std::size_t) override {
-        if (open.size() <= depth) open.emplace_back();
-        open[depth++].clear();
+        Frame parent = frames_.empty() ? Frame::none : frames_.back();
+        Frame frame = Frame::ignored;
+        if (parent == Frame::none) {
+            saw_document_object_ = true;
+            frame = Frame::top;
+        } else if (parent == Frame::entries) {
+            frame = Frame::entry;
+            for (Value& v : fields_) v.kind = Value::absent;
+            entry_unknown_.clear();
+        } else {
+            mark_compound();
+        }
+        frames_.push_back(frame);
+        if (keys_.size() < frames_.size()) keys_.resize(frames_.size());
+        keys_[frames_.size() - 1].clear();
         return true;
     }
     bool end_object() override {
-        --depth;
+        if (frames_.back() == Frame::entry) finish_entry();
+        frames_.pop_back();
+        return element_done();
+    }
+    bool start_array(std::size_t) override {
+        Frame parent = frames_.empty() ? Frame::none : frames_.back();
+        Frame frame = Frame::ignored;
+        if (parent == Frame::top && pending_top_ == t_entries) {
+            top_[t_entries].kind = Value::other;
+            entries_is_array_ = true;
+            frame = Frame::entries;
+        } else {
+            mark_compound();
+        }
+        frames_.push_back(frame);
+        if (keys_.size() < frames_.size()) keys_.resize(frames_.size());
         return true;
     }
+    bool end_array() override {
+        frames_.pop_back();
+        return element_done();
+    }
+
     bool key(string_t& k) override {
-        auto& keys = open[depth - 1];
+        auto& keys = keys_[frames_.size() - 1];
         if (std::find(keys.begin(), keys.end(), k) != keys.end()) {
-            problem = "duplicate field \"" + k + "\"";
+            structure_error_ = "duplicate field \"" + k + "\"";
             return false;
         }
         if (keys.size() >= kMaxKeys) {
-            problem = "an object with more than " + std::to_string(kMaxKeys) + " fields";
+            structure_error_ = "an object with more than " + std::to_string(kMaxKeys) + " fields";
             return false;
         }
         keys.push_back(k);
+        if (frames_.back() == Frame::top) {
+            pending_top_ = slot_of(kTopFields, k);
+            // Reported like a map's first key: the smallest, so the message does not depend on
+            // the order of fields.
+            if (pending_top_ < 0 && (top_unknown_.empty() || k < top_unknown_)) top_unknown_ = k;
+        } else if (frames_.back() == Frame::entry) {
+            pending_entry_ = slot_of(kEntryFields, k);
+            if (pending_entry_ < 0 && (entry_unknown_.empty() || k < entry_unknown_)) entry_unknown_ = k;
+        }
         return true;
     }
-    bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+
+    bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception& e) override {
+        std::string what = e.what();
+        // "[json.exception.parse_error.101] parse error at line 1, column 2: ..." -> keep the
+        // human part only.
+        auto close = what.find("] ");
+        syntax_error_ = close == std::string::npos ? what : what.substr(close + 2);
         return false;
     }
+
+private:
+    enum class Frame : std::uint8_t { none, top, entries, entry, ignored };
+
+    // Where the current scalar goes, or nullptr when it is not kept.
+    Value* target() {
+        if (frames_.empty()) return nullptr;
+        switch (frames_.back()) {
+            case Frame::top: return pending_top_ >= 0 ? &top_[pending_top_] : nullptr;
+            case Frame::entry:
+                return pending_entry_ >= 0 && entry_error_.is_ok() ? &fields_[pending_entry_] : nullptr;
+            default: return nullptr;
+        }
+    }
+    bool scalar(Value value) {
+        if (Value* v = target()) *v = std::move(value);
+        return element_done();
+    }
+    // A scalar or a whole container has been read: in the entries array, that is one element.
+    bool element_done() {
+        if (!frames_.empty() && frames_.back() == Frame::entries) {
+            // The element just completed was not an object (objects count in finish_entry).
+            if (!last_was_entry_object_) not_an_object();
+            last_was_entry_object_ = false;
+        }
+        return true;
+    }
+    // An object or array where a top-level or entry field expected a scalar.
+    void mark_compound() {
+        if (Value* v = target()) v->kind = Value::other;
+    }
+    void not_an_object() {
+        if (entry_error_.is_ok()) {
+            entry_error_ = bad("entries[" + std::to_string(entry_index_) + "]: must be an object");
+        }
+        ++entry_index_;
+    }
+    void finish_entry() {
+        if (entry_error_.is_ok()) {
+            auto e = make_entry(fields_, entry_unknown_, "entries[" + std::to_string(entry_index_) + "]");
+            if (e) manifest_.entries.push_back(std::move(e).value());
+            else entry_error_ = e.status();
+        }
+        ++entry_index_;
+        last_was_entry_object_ = true;
+    }
+
+    Manifest manifest_;
+    std::vector<Frame> frames_;
+    std::vector<std::vector<std::string>> keys_;  // the keys of each open object, by depth
+    std::array<Value, kTopFields.size()> top_;
+    std::array<Value, kEntryFields.size()> fields_;
+    int pending_top_ = -1, pending_entry_ = -1;
+    std::string top_unknown_, entry_unknown_;
+    bool saw_document_object_ = false, entries_is_array_ = false, last_was_entry_object_ = false;
+    std::size_t entry_index_ = 0;
+    Status entry_error_ = Status::ok();
+    std::string syntax_error_, structure_error_;
 };
 
 }  // namespace
@@ -301,37 +457,32 @@ Status check_manifest(const Manifest& m) {
     SSYNC_RETURN_IF_ERROR(check_name(m.name));
     if (m.serial == 0) return bad("serial: must be at least 1");
     if (m.expires <= m.created) return bad("expires: must be later than created");
-    std::unordered_map<std::string_view, EntryType> types;
-    types.reserve(m.entries.size());
     for (std::size_t i = 0; i < m.entries.size(); ++i) {
         const Entry& e = m.entries[i];
-        std::string where = "entries[" + std::to_string(i) + "]";
-        SSYNC_RETURN_IF_ERROR(check_entry_path(e.path).with_context(where + ".path"));
+        auto where = [&] { return "entries[" + std::to_string(i) + "]"; };
+        SSYNC_RETURN_IF_ERROR(check_entry_path(e.path).with_context(where() + ".path"));
         if (i > 0 && !(m.entries[i - 1].path < e.path)) {
-            return bad(where + ".path: \"" + e.path +
+            return bad(where() + ".path: \"" + e.path +
                        (m.entries[i - 1].path == e.path ? "\" is a duplicate" : "\" is out of order"));
         }
-        if (e.mode > 07777) return bad(where + ".mode: more than permission bits");
+        if (e.mode > 07777) return bad(where() + ".mode: more than permission bits");
         std::string_view parent = parent_path(e.path);
-        if (!parent.empty()) {
-            // Walk up: no ancestor may be a symlink (a write there would leave the tree), and
-            // the direct parent must be a directory listed before.
-            for (std::string_view p = parent; !p.empty(); p = parent_path(p)) {
-                auto it = types.find(p);
-                if (it != types.end() && it->second == EntryType::symlink) {
-                    return bad(where + ".path: \"" + e.path + "\" is below the symlink \"" +
-                               std::string(p) + "\"");
-                }
-            }
-            auto it = types.find(parent);
-            if (it == types.end()) {
-                return bad(where + ".path: parent \"" + std::string(parent) + "\" is not listed");
-            }
-            if (it->second != EntryType::dir) {
-                return bad(where + ".path: parent \"" + std::string(parent) + "\" is not a dir");
-            }
+        if (parent.empty()) continue;
+        // The parent sorts before its children, so it is among the entries already checked;
+        // and since each of those had a directory as its parent, checking the direct parent
+        // covers every ancestor: nothing can sit below a symlink or a file.
+        auto end = m.entries.begin() + static_cast<std::ptrdiff_t>(i);
+        auto it = std::lower_bound(m.entries.begin(), end, parent,
+                                   [](const Entry& x, std::string_view p) { return x.path < p; });
+        if (it == end || it->path != parent) {
+            return bad(where() + ".path: parent \"" + std::string(parent) + "\" is not listed");
         }
-        types.emplace(e.path, e.type);
+        if (it->type == EntryType::symlink) {
+            return bad(where() + ".path: \"" + e.path + "\" is below the symlink \"" + std::string(parent) + "\"");
+        }
+        if (it->type != EntryType::dir) {
+            return bad(where() + ".path: parent \"" + std::string(parent) + "\" is not a dir");
+        }
     }
     return Status::ok();
 }
@@ -340,82 +491,84 @@ Result<Manifest> parse_manifest(std::string_view bytes, const ManifestLimits& li
     if (bytes.size() > limits.max_bytes) {
         return bad("larger than the limit of " + std::to_string(limits.max_bytes) + " bytes");
     }
-    // Duplicate keys are an error (nlohmann would keep the last silently). They are found by a
-    // SAX pass of their own: json::parse with a callback is quadratic in the length of an
-    // array of objects (nlohmann 3.11 rescans the parent at every object end).
-    DuplicateKeyFinder duplicates;
-    json doc;
+    ManifestReader reader(bytes.size());
+    bool parsed = false;
     try {
-        doc = json::parse(bytes.begin(), bytes.end(), nullptr, /*allow_exceptions=*/true,
-                          /*ignore_comments=*/false);
-        json::sax_parse(bytes.begin(), bytes.end(), &duplicates);
+        parsed = json::sax_parse(bytes.begin(), bytes.end(), &reader, nlohmann::detail::input_format_t::json,
+                                 /*strict=*/true, /*ignore_comments=*/false);
     } catch (const json::exception& e) {
-        std::string what = e.what();
-        // "[json.exception.parse_error.101] parse error at line 1, column 2: ..." -> keep the
-        // human part only.
-        auto close = what.find("] ");
-        return bad("not valid JSON: " + (close == std::string::npos ? what : what.substr(close + 2)));
+        return bad(std::string("not valid JSON: ") + e.what());
     }
-    if (!duplicates.problem.empty()) return bad(duplicates.problem);
-    if (!doc.is_object()) return bad("must be a JSON object");
-    SSYNC_RETURN_IF_ERROR(check_keys(
-        doc, {"format", "version", "name", "serial", "created", "expires", "entries"}, "manifest"));
-    SSYNC_ASSIGN_OR_RETURN(std::string format, get_string(doc, "format", "manifest"));
-    if (format != "ssync-manifest") return bad("format: \"" + format + "\" is not \"ssync-manifest\"");
-    SSYNC_ASSIGN_OR_RETURN(std::uint64_t version, get_uint(doc, "version", "manifest", 1u << 30));
-    if (version != Manifest::kVersion) {
-        return bad("version: " + std::to_string(version) + " is not supported (this ssync reads 1)");
-    }
-    Manifest m;
-    SSYNC_ASSIGN_OR_RETURN(m.name, get_string(doc, "name", "manifest"));
-    SSYNC_ASSIGN_OR_RETURN(m.serial, get_uint(doc, "serial", "manifest", (1ull << 62)));
-    SSYNC_ASSIGN_OR_RETURN(m.created, get_time(doc, "created", "manifest"));
-    SSYNC_ASSIGN_OR_RETURN(m.expires, get_time(doc, "expires", "manifest"));
-    const json* entries;
-    SSYNC_RETURN_IF_ERROR(need(doc, "entries", "manifest", entries));
-    if (!entries->is_array()) return bad("entries: must be an array");
-    m.entries.reserve(entries->size());
-    for (std::size_t i = 0; i < entries->size(); ++i) {
-        SSYNC_ASSIGN_OR_RETURN(Entry e, parse_entry((*entries)[i], "entries[" + std::to_string(i) + "]"));
-        m.entries.push_back(std::move(e));
-    }
-    SSYNC_RETURN_IF_ERROR(check_manifest(m));
-    return m;
+    return reader.finish(parsed);
 }
 
 std::string format_mode(std::uint32_t mode) {
-    char buf[8];
-    std::snprintf(buf, sizeof buf, "%04o", mode & 07777);
-    return buf;
+    mode &= 07777;
+    char buf[4] = {static_cast<char>('0' + ((mode >> 9) & 7)), static_cast<char>('0' + ((mode >> 6) & 7)),
+                   static_cast<char>('0' + ((mode >> 3) & 7)), static_cast<char>('0' + (mode & 7))};
+    return std::string(buf, 4);
 }
 
+namespace {
+void append_number(std::string& out, std::uint64_t n) {
+    char buf[24];
+    auto r = std::to_chars(buf, buf + sizeof buf, n);
+    out.append(buf, r.ptr);
+}
+void append_number(std::string& out, std::int64_t n) {
+    char buf[24];
+    auto r = std::to_chars(buf, buf + sizeof buf, n);
+    out.append(buf, r.ptr);
+}
+}  // namespace
+
 std::string write_manifest(const Manifest& m) {
+    // Appends in place: a manifest of 20,000 entries is written on every release and every
+    // sync, so no temporary string per field.
     std::string out;
-    out.reserve(256 + m.entries.size() * 220);
+    out.reserve(256 + m.entries.size() * 240);
     out += "{\n";
     out += "  \"format\": \"ssync-manifest\",\n";
-    out += "  \"version\": " + std::to_string(Manifest::kVersion) + ",\n";
-    out += "  \"name\": " + json_string(m.name) + ",\n";
-    out += "  \"serial\": " + std::to_string(m.serial) + ",\n";
-    out += "  \"created\": \"" + format_rfc3339(m.created) + "\",\n";
+    out += "  \"version\": ";
+    append_number(out, std::uint64_t{Manifest::kVersion});
+    out += ",\n  \"name\": ";
+    append_json_string(out, m.name);
+    out += ",\n  \"serial\": ";
+    append_number(out, m.serial);
+    out += ",\n  \"created\": \"" + format_rfc3339(m.created) + "\",\n";
     out += "  \"expires\": \"" + format_rfc3339(m.expires) + "\",\n";
     out += "  \"entries\": [";
     for (std::size_t i = 0; i < m.entries.size(); ++i) {
         const Entry& e = m.entries[i];
-        out += i == 0 ? "\n    {" : ",\n    {";
-        out += "\"path\": " + json_string(e.path);
+        out += i == 0 ? "\n    {\"path\": " : ",\n    {\"path\": ";
+        append_json_string(out, e.path);
         out += ", \"type\": \"";
         out += entry_type_name(e.type);
-        out += "\", \"mode\": \"" + format_mode(e.mode) + "\"";
-        out += ", \"uid\": " + std::to_string(e.uid) + ", \"gid\": " + std::to_string(e.gid);
-        out += ", \"user\": " + json_string(e.user) + ", \"group\": " + json_string(e.group);
+        out += "\", \"mode\": \"";
+        out += format_mode(e.mode);
+        out += "\", \"uid\": ";
+        append_number(out, std::uint64_t{e.uid});
+        out += ", \"gid\": ";
+        append_number(out, std::uint64_t{e.gid});
+        out += ", \"user\": ";
+        append_json_string(out, e.user);
+        out += ", \"group\": ";
+        append_json_string(out, e.group);
         if (e.type == EntryType::file) {
-            out += ", \"size\": " + std::to_string(e.size) + ", \"sha256\": \"" + e.sha256 + "\"";
+            out += ", \"size\": ";
+            append_number(out, e.size);
+            out += ", \"sha256\": \"";
+            out += e.sha256;
+            out += '"';
         } else if (e.type == EntryType::symlink) {
-            out += ", \"target\": " + json_string(e.target);
+            out += ", \"target\": ";
+            append_json_string(out, e.target);
         }
-        if (e.mtime) out += ", \"mtime\": " + std::to_string(*e.mtime);
-        out += "}";
+        if (e.mtime) {
+            out += ", \"mtime\": ";
+            append_number(out, *e.mtime);
+        }
+        out += '}';
     }
     out += m.entries.empty() ? "]\n" : "\n  ]\n";
     out += "}\n";

@@ -146,6 +146,67 @@ TEST_SUITE("Manifest") {
         CHECK(error_of("").find("not valid JSON") == 0);
     }
 
+    TEST_CASE("field order does not matter, and the first error is the same whatever the order") {
+        std::string text =
+            "{\"entries\": [{\"type\": \"dir\", \"user\": \"root\", \"group\": \"root\", \"gid\": 0, "
+            "\"uid\": 0, \"mode\": \"0755\", \"path\": \"etc\"}], \"expires\": \"2023-11-21T22:13:20Z\", "
+            "\"created\": \"2023-11-14T22:13:20Z\", \"serial\": 3, \"name\": \"site\", \"version\": 1, "
+            "\"format\": \"ssync-manifest\"}";
+        auto parsed = parse_manifest(text);
+        REQUIRE(parsed.is_ok());
+        CHECK(parsed->serial == 3);
+        REQUIRE(parsed->entries.size() == 1);
+        CHECK(parsed->entries[0].path == "etc");
+        CHECK(parsed->entries[0].mode == 0755);
+        // A bad entry is reported only after the top-level fields are known to be right.
+        std::string both = text;
+        both.replace(both.find("\"version\": 1"), 12, "\"version\": 2");
+        both.replace(both.find("\"mode\": \"0755\""), 14, "\"mode\": \"9\"");
+        CHECK(error_of(both).find("version: 2 is not supported") == 0);
+        // Two bad fields in one entry: the path is checked before the mode, in any order.
+        CHECK(error_of(sample_with("\"path\": \"etc/hosts\", \"type\": \"file\", \"mode\": \"0644\"",
+                                   "\"mode\": \"x\", \"type\": \"file\", \"path\": \"../x\""))
+                  .find("entries[1].path") == 0);
+    }
+
+    TEST_CASE("containers where a scalar belongs, and scalars where an entry belongs") {
+        CHECK(error_of(sample_with("\"path\": \"link\"", "\"path\": {\"a\": [1, {\"b\": 2}]}")) ==
+              "entries[2].path: must be a string");
+        CHECK(error_of(sample_with("\"serial\": 7", "\"serial\": [7]")) ==
+              "manifest.serial: must be a non-negative integer");
+        std::string text = write_manifest(sample());
+        std::string scalar = text;
+        scalar.replace(scalar.find("[\n    {"), 7, "[\n    42, {");
+        CHECK(error_of(scalar) == "entries[0]: must be an object");
+        std::string nested = text;
+        nested.replace(nested.find("[\n    {"), 7, "[\n    [{\"path\": 1}], {");
+        CHECK(error_of(nested) == "entries[0]: must be an object");
+        std::string object = text;
+        auto from = object.find("\"entries\": [");
+        object = object.substr(0, from) + "\"entries\": {}\n}\n";
+        CHECK(error_of(object) == "entries: must be an array");
+        CHECK(error_of("42") == "must be a JSON object");
+        CHECK(error_of("\"x\"") == "must be a JSON object");
+    }
+
+    TEST_CASE("duplicate keys are found in nested values too, and deep nesting is not a crash") {
+        CHECK(error_of(sample_with("\"path\": \"link\"", "\"path\": {\"a\": 1, \"a\": 2}")) ==
+              "duplicate field \"a\"");
+        std::string deep = sample_with("\"serial\": 7", "\"serial\": 7, \"x\": " + std::string(100000, '[') +
+                                                            std::string(100000, ']'));
+        CHECK(error_of(deep) == "manifest: unknown field \"x\"");
+    }
+
+    TEST_CASE("mtime is any 64-bit integer, nothing larger") {
+        auto parsed = parse_manifest(sample_with("\"mtime\": 1699999999", "\"mtime\": -5"));
+        REQUIRE(parsed.is_ok());
+        CHECK(parsed->entries[1].mtime == -5);
+        CHECK(error_of(sample_with("\"mtime\": 1699999999", "\"mtime\": 9223372036854775808")) ==
+              "entries[1].mtime: 9223372036854775808 is too large");
+        CHECK(error_of(sample_with("\"mtime\": 1699999999", "\"mtime\": 1.5")) ==
+              "entries[1].mtime: must be an integer");
+    }
+
     TEST_CASE("an object with very many fields is refused before it is tracked") {
         std::string fields;
         for (int i = 0; i < 70; ++i) fields += ", \"f" + std::to_string(i) + "\": 1";

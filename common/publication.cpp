@@ -7,6 +7,7 @@
 #include <atomic>
 #include <future>
 #include <charconv>
+#include <chrono>
 #include <mutex>
 #include <numeric>
 #include <unordered_set>
@@ -241,7 +242,15 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     next.created = options.now;
     next.expires = options.now + options.valid_for;
 
-    if (options.before_hashing) SSYNC_RETURN_IF_ERROR(options.before_hashing());
+    auto preflight_failed = [&]() -> std::optional<Status> {
+        if (!options.preflight.valid() ||
+            options.preflight.wait_for(std::chrono::seconds(0)) != std::future_status::ready ||
+            options.preflight.get().is_ok()) {
+            return std::nullopt;
+        }
+        return options.preflight.get();
+    };
+    if (auto failed = preflight_failed()) return *failed;
     StatCache cache = options.rehash ? StatCache() : StatCache::load(signer_fd.get(), kCacheFile);
     ObjectStore store(fs, pub_fd.get());
     SSYNC_RETURN_IF_ERROR(store.prepare());
@@ -267,6 +276,7 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     Progress progress("signing", files.size(), total_bytes, options.progress);
     std::atomic<std::uint64_t> hashed{0}, cached{0}, bytes_hashed{0};
     Status st = parallel_for(files.size(), options.threads, [&](std::size_t k) -> Status {
+        if (auto failed = preflight_failed()) return *failed;
         ScannedEntry& se = scanned[files[k]];
         Entry& e = se.entry;
         std::string display = quote_path(e.path);
@@ -338,6 +348,7 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     // the whole file system (other programs' data too), so only when something was stored.
     if (store.objects_stored_ > 0 && ::syncfs(pub_fd.get()) != 0) return errno_status(publication + ": syncfs");
 
+    if (options.preflight.valid()) SSYNC_RETURN_IF_ERROR(options.preflight.get());
     std::string bytes = write_manifest(next);
     SSYNC_ASSIGN_OR_RETURN(std::string signature, sign(bytes));
 

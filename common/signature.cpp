@@ -212,19 +212,41 @@ Result<SigningKey> find_signing_key(const SigningOptions& options, const std::st
 
 }  // namespace
 
-Status check_signing_key(const SigningOptions& options) {
-    return find_signing_key(options, "signing key '" + options.key + "'").status();
+struct Signer::Impl {
+    SigningOptions options;
+    std::string what;  // "signing key '<spec>'", for messages
+    SigningKey found;
+};
+
+Signer::Signer(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+Signer::~Signer() = default;
+
+Result<std::unique_ptr<Signer>> Signer::open(const SigningOptions& options) {
+    std::string what = "signing key '" + options.key + "'";
+    SSYNC_ASSIGN_OR_RETURN(SigningKey found, find_signing_key(options, what));
+    gpgme_set_armor(found.ctx.get(), 1);
+    if (gpgme_error_t err = gpgme_signers_add(found.ctx.get(), found.key.get())) {
+        return gpgme_status(err, what);
+    }
+    auto impl = std::make_unique<Impl>(Impl{options, std::move(what), std::move(found)});
+    return std::unique_ptr<Signer>(new Signer(std::move(impl)));
 }
 
-Result<std::string> sign_detached(std::string_view data, const SigningOptions& options) {
-    const std::string what = "signing key '" + options.key + "'";
-    SSYNC_ASSIGN_OR_RETURN(SigningKey found, find_signing_key(options, what));
-    Context& ctx = found.ctx;
-    const std::string& fpr = found.fpr;
-    gpgme_set_armor(ctx.get(), 1);
-    gpgme_error_t err = gpgme_signers_add(ctx.get(), found.key.get());
-    if (err) return gpgme_status(err, what);
+Status check_signing_key(const SigningOptions& options) { return Signer::open(options).status(); }
 
+Result<std::string> sign_detached(std::string_view data, const SigningOptions& options) {
+    SSYNC_ASSIGN_OR_RETURN(std::unique_ptr<Signer> signer, Signer::open(options));
+    return signer->sign_detached(data);
+}
+
+Result<std::string> Signer::sign_detached(std::string_view data) {
+    const SigningOptions& options = impl_->options;
+    const std::string& what = impl_->what;
+    Context& ctx = impl_->found.ctx;
+    const std::string& fpr = impl_->found.fpr;
+    gpgme_error_t err = 0;
+
+    // The passphrase is read for each signature and wiped right after it.
     PassphraseHook hook;
     if (!options.passphrase_file.empty()) {
         SSYNC_ASSIGN_OR_RETURN(hook.passphrase, read_passphrase(options.passphrase_file));
@@ -237,6 +259,7 @@ Result<std::string> sign_detached(std::string_view data, const SigningOptions& o
     SSYNC_ASSIGN_OR_RETURN(Data in, data_from(data));
     SSYNC_ASSIGN_OR_RETURN(Data out, empty_data());
     err = gpgme_op_sign(ctx.get(), in.get(), out.get(), GPGME_SIG_MODE_DETACH);
+    gpgme_set_passphrase_cb(ctx.get(), nullptr, nullptr);  // the hook dies with this call
     explicit_bzero(hook.passphrase.data(), hook.passphrase.size());
     if (hook.rejected) err = gpgme_error(GPG_ERR_BAD_PASSPHRASE);
     if (err) {

@@ -46,11 +46,20 @@ int run_sign(const cli::Args& args) {
     signing.gnupg_home = args.get("gnupghome");
     signing.passphrase_file = args.get("passphrase-file");
 
-    // The key is looked up while the tree is scanned, and checked before anything is hashed.
-    auto key_check = std::async(std::launch::async, [&] { return check_signing_key(signing); });
-    options.before_hashing = [&] { return key_check.get(); };
+    // The key is looked up while the tree is scanned and hashed; the same GPGME context then
+    // makes the signature.
+    std::promise<Status> key_found;
+    options.preflight = key_found.get_future().share();
+    auto signer = std::async(std::launch::async, [&] {
+        auto s = Signer::open(signing);
+        key_found.set_value(s.status());
+        return s;
+    });
     auto result = publish(args.get("root"), args.get("out"), options,
-                          [&](std::string_view bytes) { return sign_detached(bytes, signing); });
+                          [&](std::string_view bytes) -> Result<std::string> {
+        SSYNC_ASSIGN_OR_RETURN(std::unique_ptr<Signer> s, signer.get());
+        return s->sign_detached(bytes);
+    });
     if (!result) return cli::report_error(result.status());
     const PublishResult& r = *result;
     if (args.has("json")) {

@@ -12,6 +12,7 @@
 
 #include <cstdint>
 #include <functional>
+#include <future>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -51,9 +52,10 @@ struct PublishOptions {
     unsigned threads = 0;                  // 0: one per core
     bool progress = false;                 // show progress on stderr
     FileSystem* fs = nullptr;              // nullptr: system_fs()
-    // Called once the tree is scanned, before any file is hashed: an error stops the run (a
-    // signer checks its key here, so a typo does not cost a gigabyte of hashing).
-    std::function<Status()> before_hashing;
+    // A check that runs beside the scan and the hashing (a signer looks its key up): polled
+    // between files, so that a failure stops the run without hashing the rest (a typo in the
+    // key does not cost a gigabyte of hashing), and awaited before signing.
+    std::shared_future<Status> preflight;
 };
 
 struct PublishStats {

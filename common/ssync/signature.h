@@ -23,13 +23,30 @@ struct SigningOptions {
                                   // first line of this file
 };
 
-// Returns an ASCII-armoured detached signature over exactly `data`. Errors name the key and
-// say why (no such secret key, bad passphrase, key expired...), code untrusted for key
-// problems, io for an unreadable passphrase file.
+// A secret key, looked up and checked once, then used for signatures through the same GPGME
+// context: signing does not start gpg again to find the key. open() fails, naming the key and
+// why (no such secret key, expired, revoked, cannot sign: code untrusted). One thread at a time.
+class Signer {
+public:
+    static Result<std::unique_ptr<Signer>> open(const SigningOptions& options);
+    ~Signer();
+    Signer(const Signer&) = delete;
+    Signer& operator=(const Signer&) = delete;
+
+    // Returns an ASCII-armoured detached signature over exactly `data`. Errors name the key and
+    // say why (bad passphrase: untrusted; an unreadable passphrase file: io).
+    Result<std::string> sign_detached(std::string_view data);
+
+private:
+    struct Impl;
+    explicit Signer(std::unique_ptr<Impl> impl);
+    std::unique_ptr<Impl> impl_;
+};
+
+// Signer::open followed by one signature.
 Result<std::string> sign_detached(std::string_view data, const SigningOptions& options);
 
-// Checks, without signing, that the secret key exists and can sign (same errors as
-// sign_detached). Lets a signer fail before hours of hashing, and warms GPGME up meanwhile.
+// Checks, without signing, that the secret key exists and can sign (Signer::open's errors).
 Status check_signing_key(const SigningOptions& options);
 
 // What a good signature told us.

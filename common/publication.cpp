@@ -10,7 +10,6 @@
 #include <chrono>
 #include <mutex>
 #include <numeric>
-#include <unordered_set>
 
 #include "ssync/hash.h"
 #include "ssync/parallel.h"
@@ -267,11 +266,17 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     std::sort(files.begin(), files.end(), [&](std::size_t a, std::size_t b) {
         return scanned[a].entry.size > scanned[b].entry.size;
     });
-    std::unordered_set<std::string_view> previous_hashes;
+    // The previous release's digests, sorted for binary search (one allocation, not one per
+    // file as in a hash set).
+    std::vector<std::string_view> previous_hashes;
     if (previous) {
         for (const Entry& e : previous->entries)
-            if (e.type == EntryType::file) previous_hashes.insert(e.sha256);
+            if (e.type == EntryType::file) previous_hashes.push_back(e.sha256);
+        std::sort(previous_hashes.begin(), previous_hashes.end());
     }
+    auto in_previous = [&](std::string_view sha256) {
+        return std::binary_search(previous_hashes.begin(), previous_hashes.end(), sha256);
+    };
 
     Progress progress("signing", files.size(), total_bytes, options.progress);
     std::atomic<std::uint64_t> hashed{0}, cached{0}, bytes_hashed{0};
@@ -282,7 +287,7 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
         std::string display = quote_path(e.path);
         if (const std::string* h = cache.lookup(e.path, se.stat)) {
             // The previous manifest's objects are never collected while it is current.
-            if (previous_hashes.count(*h) || store.has(*h)) {
+            if (in_previous(*h) || store.has(*h)) {
                 e.sha256 = *h;
                 cached++;
                 progress.add(1, e.size);
@@ -301,7 +306,7 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
         if (old && old->type == EntryType::file && old->size == e.size) {
             // Probably unchanged: hash without writing, and store only if the object is new.
             SSYNC_ASSIGN_OR_RETURN(digest, hash_fd(fd.get(), display));
-            if (!previous_hashes.count(digest.sha256) && !store.has(digest.sha256)) {
+            if (!in_previous(digest.sha256) && !store.has(digest.sha256)) {
                 if (::lseek(fd.get(), 0, SEEK_SET) != 0) return errno_status(display);
                 SSYNC_ASSIGN_OR_RETURN(digest, store.store(fd.get(), display, &digest.sha256));
             }
@@ -329,14 +334,11 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     result.stats.bytes_hashed = bytes_hashed;
     result.stats.objects_stored = store.objects_stored_;
     result.stats.bytes_stored = store.bytes_stored_;
-    StatCache new_cache;
+    std::string new_cache = StatCache::format(scanned);
     next.entries.reserve(scanned.size());
     for (ScannedEntry& se : scanned) {
         switch (se.entry.type) {
-            case EntryType::file:
-                result.stats.files++;
-                new_cache.put(se.entry.path, se.stat, se.entry.sha256);
-                break;
+            case EntryType::file: result.stats.files++; break;
             case EntryType::dir: result.stats.dirs++; break;
             case EntryType::symlink: result.stats.symlinks++; break;
         }
@@ -375,7 +377,7 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     SSYNC_RETURN_IF_ERROR(sync_dir(fs, pub_fd.get(), publication));
     SSYNC_RETURN_IF_ERROR(update_tree(fs, pub_fd.get(), previous ? &*previous : nullptr, next));
     // The cache only saves work; failing to write it must not fail a published release.
-    (void)new_cache.save(fs, signer_fd.get(), kCacheFile);
+    (void)write_file_atomic(fs, signer_fd.get(), kCacheFile, new_cache, 0600, kCacheFile);
 
     result.manifest_sha256 = sha256_hex(bytes);
     result.manifest = std::move(next);

@@ -204,19 +204,45 @@ StatCache StatCache::load(int dirfd, const std::string& name) {
     return cache;
 }
 
+namespace {
+template <typename T>
+void append_field(std::string& out, T value) {
+    char buf[24];
+    buf[0] = ' ';
+    auto r = std::to_chars(buf + 1, buf + sizeof buf, value);
+    out.append(buf, r.ptr);
+}
+
+void append_record(std::string& out, std::string_view path, const FileStat& stat, std::string_view sha256) {
+    out += sha256;
+    append_field(out, stat.size);
+    append_field(out, stat.mtime_ns);  // signed: a file may be dated before 1970
+    append_field(out, stat.ctime_ns);
+    append_field(out, stat.ino);
+    append_field(out, stat.dev);
+    append_field(out, path.size());
+    out += ' ';
+    out += path;
+    out += '\n';
+}
+}  // namespace
+
 Status StatCache::save(FileSystem& fs, int dirfd, const std::string& name) const {
     std::string out;
     out.reserve(map_.size() * 160);
-    for (const auto& [path, r] : map_) {
-        out += r.sha256;
-        out += ' ';
-        out += std::to_string(r.stat.size) + ' ' + std::to_string(r.stat.mtime_ns) + ' ' +
-               std::to_string(r.stat.ctime_ns) + ' ' + std::to_string(r.stat.ino) + ' ' +
-               std::to_string(r.stat.dev) + ' ' + std::to_string(path.size()) + ' ';
-        out += path;
-        out += '\n';
-    }
+    for (const auto& [path, r] : map_) append_record(out, path, r.stat, r.sha256);
     return write_file_atomic(fs, dirfd, name, out, 0600, name);
+}
+
+std::string StatCache::format(const std::vector<ScannedEntry>& files) {
+    std::string out;
+    out.reserve(files.size() * 160);
+    for (const ScannedEntry& se : files) {
+        if (se.entry.type == EntryType::file && !se.special && se.entry.sha256.size() == 64) {
+            append_record(out, se.entry.path, se.stat, se.entry.sha256);
+        }
+    }
+    return out;
 }
 
 const std::string* StatCache::lookup(const std::string& path, const FileStat& stat) const {

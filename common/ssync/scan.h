@@ -54,6 +54,9 @@ public:
     // Loads `name` below dirfd; any problem yields an empty cache.
     static StatCache load(int dirfd, const std::string& name);
     Status save(FileSystem& fs, int dirfd, const std::string& name) const;
+    // The cache file's bytes for these scanned files (their sha256 set), without building a
+    // cache first: a signer writes one record per file of a new release.
+    static std::string format(const std::vector<ScannedEntry>& files);
 
     // The cached digest when `stat` matches what was recorded for `path`, else nullptr.
     const std::string* lookup(const std::string& path, const FileStat& stat) const;

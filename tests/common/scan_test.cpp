@@ -122,6 +122,26 @@ TEST_SUITE("StatCache") {
         CHECK(loaded.lookup("missing", st) == nullptr);
     }
 
+    TEST_CASE("format writes the hashed files of a scan, which load reads back") {
+        std::vector<ScannedEntry> scanned(4);
+        scanned[0].entry.path = "dir";
+        scanned[0].entry.type = EntryType::dir;
+        scanned[1].entry.path = "dir/old";
+        scanned[1].entry.sha256 = std::string(64, 'e');
+        scanned[1].stat = {7, 8, 9, -1500000000, -1, };  // dated before 1970
+        scanned[2].entry.path = "dir/unhashed";  // no digest: nothing to remember
+        scanned[3].entry.path = "fifo";
+        scanned[3].entry.sha256 = std::string(64, 'f');
+        scanned[3].special = "a FIFO";
+        test::TempDir dir;
+        test::write_file(dir / "cache", StatCache::format(scanned));
+        auto fd = open_dir_trusted(dir.path());
+        StatCache loaded = StatCache::load(fd->get(), "cache");
+        CHECK(loaded.size() == 1);
+        REQUIRE(loaded.lookup("dir/old", scanned[1].stat));
+        CHECK(*loaded.lookup("dir/old", scanned[1].stat) == std::string(64, 'e'));
+    }
+
     TEST_CASE("a damaged cache is an empty cache") {
         test::TempDir dir;
         test::write_file(dir / "cache", std::string(64, 'c') + " 1 2 3 4 5 999 short\n");

@@ -78,6 +78,12 @@ const Status& initialise_gpgme() {
     static std::once_flag once;
     static Status status;
     std::call_once(once, [] {
+        // GPGME asks gpgconf where every engine lives and then probes each one (gpgconf three
+        // times, gpgsm, gpg): half a dozen process starts, a sizeable part of a re-sign or a
+        // no-op sync. ssync uses only the OpenPGP engine, at GPGME's built-in path
+        // (/usr/bin/gpg on Debian), and starts no agent through GPGME. Must precede
+        // gpgme_check_version.
+        gpgme_set_global_flag("disable-gpgconf", "1");
         if (!gpgme_check_version(GPGME_VERSION)) {
             status = Status(Code::internal, std::string("GPGME ") + gpgme_check_version(nullptr) +
                                                 " is older than " + GPGME_VERSION);

@@ -214,6 +214,16 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     SSYNC_ASSIGN_OR_RETURN(FileLock lock, FileLock::acquire(signer_fd.get(), kLockFile,
                                                             publication + "/" + layout::kSignerDir));
 
+    using Clock = std::chrono::steady_clock;
+    auto lap_start = Clock::now();
+    auto lap = [&lap_start] {
+        auto now = Clock::now();
+        double seconds = std::chrono::duration<double>(now - lap_start).count();
+        lap_start = now;
+        return seconds;
+    };
+    PublishStats::Phases phases;
+
     // Reading the previous manifest (megabytes of JSON) and walking the source tree are
     // independent: do them at the same time.
     auto previous_future = std::async(std::launch::async, [&] { return load_previous(pub_fd.get()); });
@@ -240,6 +250,7 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     }
     next.created = options.now;
     next.expires = options.now + options.valid_for;
+    phases.scan = lap();
 
     auto preflight_failed = [&]() -> std::optional<Status> {
         if (!options.preflight.valid() ||
@@ -350,9 +361,12 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     // the whole file system (other programs' data too), so only when something was stored.
     if (store.objects_stored_ > 0 && ::syncfs(pub_fd.get()) != 0) return errno_status(publication + ": syncfs");
 
+    phases.hash = lap();
+
     if (options.preflight.valid()) SSYNC_RETURN_IF_ERROR(options.preflight.get());
     std::string bytes = write_manifest(next);
     SSYNC_ASSIGN_OR_RETURN(std::string signature, sign(bytes));
+    phases.sign = lap();
 
     std::string release = layout::release_dir(next.serial);
     if (exists_at(pub_fd.get(), release)) {
@@ -379,6 +393,8 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     // The cache only saves work; failing to write it must not fail a published release.
     (void)write_file_atomic(fs, signer_fd.get(), kCacheFile, new_cache, 0600, kCacheFile);
 
+    phases.write = lap();
+    result.stats.phases = phases;
     result.manifest_sha256 = sha256_hex(bytes);
     result.manifest = std::move(next);
     return result;

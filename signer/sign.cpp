@@ -78,6 +78,11 @@ int run_sign(const cli::Args& args) {
             {"bytes_hashed", r.stats.bytes_hashed},
             {"objects_stored", r.stats.objects_stored},
             {"bytes_stored", r.stats.bytes_stored},
+            {"phases",
+             {{"scan", r.stats.phases.scan},
+              {"hash", r.stats.phases.hash},
+              {"sign", r.stats.phases.sign},
+              {"write", r.stats.phases.write}}},
         };
         std::printf("%s\n", j.dump(2).c_str());
     } else if (!args.has("quiet")) {

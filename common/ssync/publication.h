@@ -64,6 +64,12 @@ struct PublishStats {
     std::uint64_t files_cached = 0;   // digest taken from the stat cache
     std::uint64_t bytes_hashed = 0;
     std::uint64_t objects_stored = 0, bytes_stored = 0;
+    // Wall seconds per phase: scanning the tree (and reading the previous release beside it),
+    // hashing and storing content (incl. syncfs), making the manifest and its signature (incl.
+    // waiting for the key lookup), writing the release and switching to it (incl. tree/).
+    struct Phases {
+        double scan = 0, hash = 0, sign = 0, write = 0;
+    } phases;
 };
 
 struct PublishResult {

@@ -348,6 +348,28 @@ TEST_SUITE("e2e cli") {
         CHECK(run({SSYNC_SIGNER_BIN, "--help"}).exit_status == 0);
     }
 
+    TEST_CASE("sign --json: counts, and seconds per phase") {
+        Published p;
+        auto first = p.sign({"--json"});
+        REQUIRE(first.exit_status == 0);
+        auto j = json_of(first);
+        CHECK(j["serial"] == 1);
+        CHECK(j["files_hashed"] == j["files"]);
+        CHECK(j["objects_stored"].get<int>() > 0);
+        for (const char* phase : {"scan", "hash", "sign", "write"}) {
+            CAPTURE(phase);
+            REQUIRE(j["phases"][phase].is_number());
+            CHECK(j["phases"][phase].get<double>() >= 0);
+            CHECK(j["phases"][phase].get<double>() < 60);
+        }
+        // Signing runs gpg: it cannot take no time at all.
+        CHECK(j["phases"]["sign"].get<double>() > 0);
+        auto again = json_of(p.sign({"--json"}));
+        CHECK(again["serial"] == 2);
+        CHECK(again["files_hashed"] == 0);
+        CHECK(again["files_cached"] == j["files"]);
+    }
+
     TEST_CASE("a wrong --key fails the run and publishes nothing") {
         // The key is looked up while the tree is hashed (hashing stops when the lookup fails),
         // so a few objects may be stored; they are content-addressed and unreferenced, and a

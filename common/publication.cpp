@@ -295,7 +295,6 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
         if (auto failed = preflight_failed()) return *failed;
         ScannedEntry& se = scanned[files[k]];
         Entry& e = se.entry;
-        std::string display = quote_path(e.path);
         if (const std::string* h = cache.lookup(e.path, se.stat)) {
             // The previous manifest's objects are never collected while it is current.
             if (in_previous(*h) || store.has(*h)) {
@@ -305,6 +304,7 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
                 return Status::ok();
             }
         }
+        std::string display = quote_path(e.path);
         UniqueFd fd(open_beneath(src_fd.get(), e.path, O_RDONLY));
         if (!fd) return errno_status(display);
         struct stat now;

@@ -14,10 +14,23 @@ struct Sha256::Impl {
     EVP_MD_CTX* ctx = nullptr;
 };
 
+namespace {
+// OpenSSL 3 looks EVP_sha256() up in its provider tables, under a lock, at every
+// EVP_DigestInit_ex: twice per file, which two hashing threads measurably contend on over
+// 20,000 small files. Fetched once instead, and kept for the life of the process.
+const EVP_MD* sha256_md() {
+    static const EVP_MD* const md = [] {
+        const EVP_MD* fetched = EVP_MD_fetch(nullptr, "SHA256", nullptr);
+        return fetched ? fetched : EVP_sha256();
+    }();
+    return md;
+}
+}  // namespace
+
 Sha256::Sha256() : impl_(std::make_unique<Impl>()) {
     impl_->ctx = EVP_MD_CTX_new();
     // Allocation failure of a few hundred bytes is not something to carry on from.
-    if (!impl_->ctx || EVP_DigestInit_ex(impl_->ctx, EVP_sha256(), nullptr) != 1) std::abort();
+    if (!impl_->ctx || EVP_DigestInit_ex(impl_->ctx, sha256_md(), nullptr) != 1) std::abort();
 }
 
 Sha256::~Sha256() { EVP_MD_CTX_free(impl_->ctx); }
@@ -30,7 +43,7 @@ std::string Sha256::finish_hex() {
     unsigned char digest[EVP_MAX_MD_SIZE];
     unsigned int len = 0;
     EVP_DigestFinal_ex(impl_->ctx, digest, &len);
-    EVP_DigestInit_ex(impl_->ctx, EVP_sha256(), nullptr);
+    EVP_DigestInit_ex(impl_->ctx, sha256_md(), nullptr);
     static const char hex[] = "0123456789abcdef";
     std::string out(len * 2, '0');
     for (unsigned i = 0; i < len; ++i) {

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <mutex>
 #include <unordered_set>
 
@@ -207,7 +208,7 @@ Result<Plan> Installer::plan(const Manifest& manifest) {
 }
 
 Status Installer::stage(const Plan& plan, Transport& transport, ContentLayout layout,
-                        const DownloadOptions& download_options) {
+                        const DownloadOptions& download_options, double* flush_seconds) {
     SSYNC_ASSIGN_OR_RETURN(UniqueFd objects, open_dir_beneath(staging_.get(), kObjectsDir));
     std::string objects_display = join_path(dest_path_, ".ssync/staging/objects");
 
@@ -272,7 +273,11 @@ Status Installer::stage(const Plan& plan, Transport& transport, ContentLayout la
     }
     if (!batch.empty()) SSYNC_RETURN_IF_ERROR(transport.download_all(batch, download_options));
     // Staged content must be durable before any of it is renamed into DEST.
+    auto flush_start = std::chrono::steady_clock::now();
     if (::syncfs(objects.get()) != 0) return errno_status(objects_display + ": syncfs");
+    if (flush_seconds) {
+        *flush_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - flush_start).count();
+    }
     return Status::ok();
 }
 

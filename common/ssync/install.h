@@ -61,10 +61,11 @@ public:
     Result<Plan> plan(const Manifest& manifest);
 
     // Brings every content the plan needs into staging (local copies, then downloads through
-    // `transport`), each verified by SHA-256; nothing in DEST changes. Reuses verified content
-    // left in staging by an interrupted run.
+    // `transport`), each verified by SHA-256, and makes it durable (syncfs); nothing in DEST
+    // changes. Reuses verified content left in staging by an interrupted run. `flush_seconds`,
+    // when set, receives the time the final flush took.
     Status stage(const Plan& plan, Transport& transport, ContentLayout layout,
-                 const DownloadOptions& download_options);
+                 const DownloadOptions& download_options, double* flush_seconds = nullptr);
 
     // Switches the staged release in: directories, files and symlinks renamed into place,
     // metadata fixed, extras removed, directory modes set last, then syncfs.

@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "ssync/download_queue.h"
 #include "ssync/manifest.h"
 
 namespace ssync {
@@ -148,8 +149,13 @@ public:
     virtual Status write(const char* data, std::size_t size) = 0;
     // The response ended cleanly; a transport error means the file is wrong (retried from scratch).
     virtual Status finish() { return Status::ok(); }
+    // The response ended with an error; a resume may follow.
+    virtual void interrupted() {}
     // The fetch failed for good: drop whatever was kept.
     virtual void abandon() {}
+    // True when finish() only hands the body over and the file's verdict comes later, from the
+    // DownloadQueue.
+    virtual bool verdict_later() const { return false; }
 };
 
 class StringReceiver : public Receiver {
@@ -197,23 +203,36 @@ private:
     std::uint64_t position_ = 0;
 };
 
-// A Download through the shared DownloadWriter, which bounds and hashes. A dropped transfer
-// keeps the writer (its file and hash state) so that a resume simply writes on.
-class DownloadReceiver : public Receiver {
+// A Download handed over to the DownloadQueue's worker, which bounds, hashes and writes it: on
+// the network thread only bytes are counted and copied.
+class QueuedReceiver : public Receiver {
 public:
-    explicit DownloadReceiver(const Download& d) : writer_(d) {}
-    Status open() { return writer_.open(); }
-    std::uint64_t have() const override { return writer_.written(); }
+    QueuedReceiver(DownloadQueue& queue, std::size_t index) : queue_(queue), index_(index) {}
+    std::uint64_t have() const override { return accepted_; }
     Status begin(std::uint64_t start) override {
-        if (start == 0 && writer_.written() > 0) return writer_.open();
+        if (start == 0 && accepted_ > 0) {
+            queue_.restart(index_);
+            accepted_ = 0;
+        }
         return Status::ok();
     }
-    Status write(const char* p, std::size_t n) override { return writer_.write(p, n); }
-    Status finish() override { return writer_.finish(); }
-    void abandon() override { writer_.discard(); }
+    Status write(const char* p, std::size_t n) override {
+        queue_.append(index_, p, n);
+        accepted_ += n;
+        return Status::ok();
+    }
+    Status finish() override {
+        queue_.finish(index_);
+        return Status::ok();
+    }
+    void interrupted() override { queue_.flush(index_); }
+    void abandon() override { queue_.abandon(index_); }
+    bool verdict_later() const override { return true; }
 
 private:
-    DownloadWriter writer_;
+    DownloadQueue& queue_;
+    std::size_t index_;
+    std::uint64_t accepted_ = 0;
 };
 
 struct RequestConfig {
@@ -421,6 +440,7 @@ struct Job {
     Receiver* receiver = nullptr;     // where the body goes; null until the job starts
     std::unique_ptr<Receiver> owned;  // the receiver, when the run created it
     int failures = 0;
+    bool verifying = false;  // received whole; the DownloadQueue's verdict is awaited
     // Declared last so that it goes (leaving the multi handle) before the receiver.
     std::unique_ptr<Request> request;
 };
@@ -433,6 +453,8 @@ struct RunOptions {
     // Creates job i's receiver when it first starts (for jobs that have none).
     std::function<Result<std::unique_ptr<Receiver>>(std::size_t)> open;
     std::function<void(std::size_t)> on_done;
+    // Where the verdicts of receivers with verdict_later() come from.
+    DownloadQueue* queue = nullptr;
 };
 
 // A job's last failure, saying how often it was tried and, when asked, naming the job first
@@ -493,10 +515,12 @@ public:
         run_options.parallel = std::max(1, options.max_parallel);
         run_options.retry_oversize = true;
         run_options.name_failures = true;
+        // Bodies are hashed and written on the queue's worker thread; buffers for every transfer
+        // in flight and as many again queued.
+        DownloadQueue queue(downloads, options, 2 * static_cast<std::size_t>(run_options.parallel) + 4);
+        run_options.queue = &queue;
         run_options.open = [&](std::size_t i) -> Result<std::unique_ptr<Receiver>> {
-            auto r = std::make_unique<DownloadReceiver>(downloads[i]);
-            SSYNC_RETURN_IF_ERROR(r->open());
-            return std::unique_ptr<Receiver>(std::move(r));
+            return std::unique_ptr<Receiver>(std::make_unique<QueuedReceiver>(queue, i));
         };
         run_options.on_done = [&](std::size_t i) {
             if (options.progress) options.progress(1, downloads[i].size);
@@ -545,6 +569,7 @@ private:
         for (std::size_t i = 0; i < jobs.size(); ++i) ready.push_back(i);
         std::vector<std::pair<Clock::time_point, std::size_t>> waiting;  // retries, not before
         std::size_t in_flight = 0;
+        std::size_t verifying = 0;
         Status failed;
 
         auto start = [&](std::size_t i) -> Status {
@@ -563,18 +588,9 @@ private:
             return Status::ok();
         };
 
-        // Decides what follows a finished request: done, a retry later, or the end of the run.
-        auto finish = [&](std::size_t i, CURLcode rc) -> Status {
+        // What follows a failed attempt: a retry later, or the end of the run.
+        auto failed_attempt = [&](std::size_t i, const Status& status, Failure failure) -> Status {
             Job& job = jobs[i];
-            auto [status, failure] = job.request->outcome(rc);
-            job.request.reset();
-            --in_flight;
-            if (status) {
-                job.receiver = nullptr;
-                job.owned.reset();
-                if (options.on_done) options.on_done(i);
-                return Status::ok();
-            }
             if (failure == Failure::fatal) return status;
             ++job.failures;
             bool retriable = failure == Failure::retry || failure == Failure::restart ||
@@ -584,6 +600,54 @@ private:
             }
             if (failure != Failure::retry) SSYNC_RETURN_IF_ERROR(job.receiver->begin(0));
             waiting.emplace_back(Clock::now() + backoff(job.failures), i);
+            return Status::ok();
+        };
+
+        auto done = [&](std::size_t i) {
+            Job& job = jobs[i];
+            job.receiver = nullptr;
+            job.owned.reset();
+            if (options.on_done) options.on_done(i);
+        };
+
+        // Decides what follows a finished request: done, a verdict to wait for, a retry later,
+        // or the end of the run.
+        auto finish = [&](std::size_t i, CURLcode rc) -> Status {
+            Job& job = jobs[i];
+            auto [status, failure] = job.request->outcome(rc);
+            job.request.reset();
+            --in_flight;
+            if (status) {
+                if (job.receiver->verdict_later()) {
+                    job.verifying = true;
+                    ++verifying;
+                } else {
+                    done(i);
+                }
+                return Status::ok();
+            }
+            job.receiver->interrupted();
+            return failed_attempt(i, status, failure);
+        };
+
+        // Applies the DownloadQueue's verdicts, waiting up to `timeout` for the first.
+        auto take_verdicts = [&](std::chrono::milliseconds timeout) -> Status {
+            if (!options.queue) return Status::ok();
+            for (DownloadQueue::Verdict& v : options.queue->take_verdicts(timeout)) {
+                Job& job = jobs[v.index];
+                if (!job.verifying || (!v.status.is_ok() && v.status.code() != Code::transport)) {
+                    return v.status.is_ok() ? Status(Code::internal, job.name + ": unexpected verdict")
+                                            : v.status;
+                }
+                job.verifying = false;
+                --verifying;
+                if (v.status) {
+                    done(v.index);
+                } else {
+                    // The body arrived whole but was wrong: from scratch, like a bad range.
+                    SSYNC_RETURN_IF_ERROR(failed_attempt(v.index, v.status, Failure::restart));
+                }
+            }
             return Status::ok();
         };
 
@@ -602,7 +666,20 @@ private:
                 failed = start(ready.front());
                 ready.pop_front();
             }
-            if (!failed || (in_flight == 0 && waiting.empty())) break;
+            if (!failed) break;
+            if (in_flight == 0) {
+                if (waiting.empty() && verifying == 0) break;
+                if (verifying > 0) {
+                    // Nothing for curl to do: wait for verdicts (bounded by the next retry).
+                    auto timeout = std::chrono::milliseconds(1000);
+                    for (const auto& w : waiting) {
+                        timeout = std::min(timeout, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                        w.first - Clock::now()));
+                    }
+                    failed = take_verdicts(std::max(timeout, std::chrono::milliseconds(0)));
+                    continue;
+                }
+            }
 
             int running = 0;
             if (CURLMcode mc = curl_multi_perform(multi_.get(), &running); mc != CURLM_OK) {
@@ -619,7 +696,8 @@ private:
                 if (!failed) break;
             }
             if (!failed) break;
-            if (in_flight == 0 && ready.empty() && waiting.empty()) break;
+            if (failed = take_verdicts(std::chrono::milliseconds(0)); !failed) break;
+            if (in_flight == 0 && ready.empty() && waiting.empty() && verifying == 0) break;
 
             int timeout_ms = 1000;
             if (!ready.empty() && in_flight < static_cast<std::size_t>(options.parallel))
@@ -639,6 +717,8 @@ private:
                 job.request.reset();
                 if (job.receiver) job.receiver->abandon();
             }
+            // Files handed over but not verified yet are removed too.
+            if (options.queue) options.queue->cancel();
         }
         return failed;
     }

@@ -260,6 +260,35 @@ Status Installer::stage(const Plan& plan, Transport& transport, ContentLayout la
         downloads.push_back(entry_by_hash.at(hash));
     }
 
+    // A downloaded content that one entry alone takes (the common case) gets that entry's
+    // metadata while the download worker still has it open, and its writeback starts there and
+    // then: apply() only renames it, and the syncfs below finds most of the data written. Both
+    // overlap the downloads still in flight.
+    std::unordered_map<std::string, const Entry*> sole_user;
+    {
+        std::unordered_map<std::string, int> uses;
+        for (const Entry* e : plan.create)
+            if (e->type == EntryType::file) uses[e->sha256]++;
+        for (const Entry* e : plan.create)
+            if (e->type == EntryType::file && uses[e->sha256] == 1) sole_user.emplace(e->sha256, e);
+    }
+    prepared_.clear();
+    std::mutex prepared_mutex;
+    DownloadOptions options = download_options;
+    options.fs = fs_;
+    options.on_verified = [&](const Download& d, int fd) -> Status {
+        auto it = sole_user.find(d.file_name);
+        if (it != sole_user.end()) {
+            SSYNC_RETURN_IF_ERROR(set_metadata_fd(fd, *it->second, join_path(dest_path_, quote_path(it->second->path))));
+            std::lock_guard<std::mutex> lock(prepared_mutex);
+            prepared_.insert(d.file_name);
+        }
+        if (::sync_file_range(fd, 0, 0, SYNC_FILE_RANGE_WRITE) != 0) {
+            return errno_status(objects_display + "/" + d.file_name + ": sync_file_range");
+        }
+        return Status::ok();
+    };
+
     std::vector<Download> batch;
     batch.reserve(downloads.size());
     for (const Entry* e : downloads) {
@@ -271,7 +300,7 @@ Status Installer::stage(const Plan& plan, Transport& transport, ContentLayout la
         d.file_name = e->sha256;
         batch.push_back(std::move(d));
     }
-    if (!batch.empty()) SSYNC_RETURN_IF_ERROR(transport.download_all(batch, download_options));
+    if (!batch.empty()) SSYNC_RETURN_IF_ERROR(transport.download_all(batch, options));
     // Staged content must be durable before any of it is renamed into DEST.
     auto flush_start = std::chrono::steady_clock::now();
     if (::syncfs(objects.get()) != 0) return errno_status(objects_display + ": syncfs");
@@ -309,6 +338,11 @@ Result<int> Installer::prepare_file(const Entry& e, int objects_fd, std::unorder
     } else {
         dir = objects_fd;
         name = e.sha256;
+        if (prepared_.count(e.sha256)) {
+            // Its metadata was set when it was downloaded (stage()).
+            remaining--;
+            return dir;
+        }
     }
     remaining--;
     UniqueFd fd(fs_->openat(dir, name.c_str(), O_RDONLY | O_NOFOLLOW, 0));

@@ -12,6 +12,7 @@
 #include <functional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "ssync/fs.h"
@@ -63,7 +64,8 @@ public:
     // Brings every content the plan needs into staging (local copies, then downloads through
     // `transport`), each verified by SHA-256, and makes it durable (syncfs); nothing in DEST
     // changes. Reuses verified content left in staging by an interrupted run. `flush_seconds`,
-    // when set, receives the time the final flush took.
+    // when set, receives the time the final flush took. download_options.fs and on_verified are
+    // the installer's own (its FileSystem; metadata and writeback of each verified download).
     Status stage(const Plan& plan, Transport& transport, ContentLayout layout,
                  const DownloadOptions& download_options, double* flush_seconds = nullptr);
 
@@ -116,6 +118,8 @@ private:
     std::string dest_name_;       // DEST's name in it
     UniqueFd dest_, meta_, staging_;
     std::unordered_map<std::string, std::string> known_hashes_;  // DEST path -> sha256
+    // Staged contents (by hash) whose metadata stage() already set for the one entry using them.
+    std::unordered_set<std::string> prepared_;
 };
 
 inline constexpr const char* kStagingDir = "staging";

@@ -51,11 +51,14 @@ DownloadQueue::Buffer* DownloadQueue::acquire() {
             buffers_.push_back(std::move(b));
             return buffers_.back().get();
         }
+        waiting_for_buffer_ = true;
         buffer_cv_.wait(lock);
+        waiting_for_buffer_ = false;
     }
 }
 
 void DownloadQueue::post(Message message) {
+    bool wake = false;
     {
         std::lock_guard<std::mutex> lock(mutex_);
         if (stopping_) {
@@ -67,8 +70,10 @@ void DownloadQueue::post(Message message) {
         }
         if (message.buffer) ++queued_buffers_;
         queue_.push_back(message);
+        wake = worker_idle_;
     }
-    work_cv_.notify_one();
+    // Waking a thread is a system call: only when it sleeps (it looks again under the lock).
+    if (wake) work_cv_.notify_one();
 }
 
 void DownloadQueue::append(std::size_t i, const char* data, std::size_t size) {
@@ -106,28 +111,34 @@ void DownloadQueue::abandon(std::size_t i) {
 std::vector<DownloadQueue::Verdict> DownloadQueue::take_verdicts(std::chrono::milliseconds timeout) {
     std::unique_lock<std::mutex> lock(mutex_);
     if (verdicts_.empty() && timeout.count() > 0) {
+        waiting_for_verdict_ = true;
         verdict_cv_.wait_for(lock, timeout, [&] { return !verdicts_.empty(); });
+        waiting_for_verdict_ = false;
     }
     return std::exchange(verdicts_, {});
 }
 
 void DownloadQueue::release(Buffer* buffer) {
+    bool wake = false;
     {
         std::lock_guard<std::mutex> lock(mutex_);
         buffer->size = 0;
         free_.push_back(buffer);
         --queued_buffers_;
+        wake = waiting_for_buffer_;
     }
-    buffer_cv_.notify_one();
+    if (wake) buffer_cv_.notify_one();
 }
 
 void DownloadQueue::report(std::size_t index, Status status) {
     if (!status.is_ok() && status.code() != Code::transport) failed_ = true;
+    bool wake = false;
     {
         std::lock_guard<std::mutex> lock(mutex_);
         verdicts_.push_back({index, std::move(status)});
+        wake = waiting_for_verdict_;
     }
-    verdict_cv_.notify_one();
+    if (wake) verdict_cv_.notify_one();
 }
 
 void DownloadQueue::work() {
@@ -135,7 +146,9 @@ void DownloadQueue::work() {
     for (;;) {
         {
             std::unique_lock<std::mutex> lock(mutex_);
+            worker_idle_ = true;
             work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
+            worker_idle_ = false;
             if (stopping_) break;
             batch.swap(queue_);
         }

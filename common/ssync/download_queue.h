@@ -98,6 +98,8 @@ private:
     std::size_t queued_buffers_ = 0;  // buffers in queue_ or being handled: the worker frees them
     std::vector<Verdict> verdicts_;
     bool stopping_ = false;
+    // Who sleeps on which condition variable: notified only then.
+    bool worker_idle_ = false, waiting_for_buffer_ = false, waiting_for_verdict_ = false;
 
     // The worker's own: the open file of each download being written.
     std::unordered_map<std::size_t, std::unique_ptr<DownloadWriter>> writers_;

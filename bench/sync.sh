@@ -260,6 +260,9 @@ run_ssync() {   # run_ssync VAR DEST STATE: one sync, then an (untimed) audit of
     printf -v "${var}_wire" '%s' "$(awk '{s += $4} END {print s + 0}' "$RUN/$var.access")"
     printf -v "${var}_files" '%s' "$(json "$var.out" files_fetched)"
     printf -v "${var}_inner" '%.2f' "$(json "$var.out" seconds)"
+    printf -v "${var}_phases" '%s' "$(python3 -c 'import json, sys
+p = json.load(open(sys.argv[1])).get("phases", {})
+print(" ".join("%s %.2f" % (k, p[k]) for k in ("release", "plan", "stage", "flush", "apply", "record") if k in p))' "$RUN/$var.out")"
     "$VERIFIER" audit --from "$PUB" --keyring "$KEYS" --ignore-owner --quiet "$dest" >>"$LOG" 2>&1 ||
         die "audit of the ssync mirror $dest failed after $var"
     AUDITS=$((AUDITS + 1))
@@ -271,6 +274,7 @@ run_rsync() {   # run_rsync VAR DEST
     printf -v "${var}_wire" '%s' "${!bvar}"
     printf -v "${var}_files" '%s' "$(awk -F': ' '/^Number of regular files transferred/ {gsub(/,/, "", $2); print $2}' "$RUN/$var.out")"
     printf -v "${var}_inner" '%s' "-"
+    printf -v "${var}_phases" '%s' "-"
 }
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 # pick PREFIX N...: copies the fields of the run whose wall time is the median into PREFIX_*
@@ -280,7 +284,7 @@ pick() {
     for v in "$@"; do f=${v}_wall; walls+=("${!f}"); done
     local m; m=$(median "${walls[@]}")
     for v in "$@"; do f=${v}_wall; [[ ${!f} == "$m" && -z $best ]] && best=$v; done
-    for field in wall rss cpu scpu sync bytes wire files inner; do
+    for field in wall rss cpu scpu sync bytes wire files inner phases; do
         f=${best}_$field; printf -v "${prefix}_$field" '%s' "${!f}"
     done
     printf -v "${prefix}_runs" '%s' "${walls[*]}"
@@ -412,6 +416,7 @@ echo "- payload: ssync bytes_fetched / rsync 'Total bytes received'. wire: bytes
      "before TLS); for rsync the same as payload. files: files_fetched / regular files transferred."
 echo "- peak: max RSS of the client's largest process. +sync: an untimed sync right after the step" \
      "(the writeback the step left behind; ssync flushes before it returns)."
+echo "- ssync's phases (s, median runs): initial: $s_init_phases; update: $s_upd_phases."
 echo "- initial ssync: $reqs HTTP requests over $conns TLS connection(s), $protocol (nginx closes a connection after 1000 requests)."
 echo "- update bound: $(mb "$BOUND") MB = $NEWC contents the old release lacks ($(mb "$NEWB") MB) + manifest, signature, latest ($(mb "$MANB") MB)."
 echo "- ssync update: $(json s_upd.out added) added, $(json s_upd.out changed) changed, $(json s_upd.out removed) removed," \

@@ -736,6 +736,9 @@ private:
             if (!failed) break;
             if (failed = take_verdicts(std::chrono::milliseconds(0)); !failed) break;
             if (in_flight == 0 && ready.empty() && waiting.empty() && verifying == 0) break;
+            // With nothing in flight, curl_multi_poll would sleep its whole timeout: no socket
+            // wakes it when a verdict arrives. The top of the loop waits for verdicts instead.
+            if (in_flight == 0 && verifying > 0) continue;
 
             int timeout_ms = 1000;
             if (!ready.empty() && in_flight < static_cast<std::size_t>(options.parallel))

@@ -367,10 +367,12 @@ Status Installer::stage(const Plan& plan, Transport& transport, ContentLayout la
         batch.push_back(std::move(d));
     }
     if (!batch.empty()) SSYNC_RETURN_IF_ERROR(transport.download_all(batch, options));
-    SSYNC_RETURN_IF_ERROR(writeback.finish());
-    // Staged content must be durable before any of it is renamed into DEST.
+    // Staged content must be durable before any of it is renamed into DEST. An early writeback
+    // may still be running: this syncfs waits for its writes as well, in parallel rather than
+    // after it (each ends with a cache flush of the disk).
     auto flush_start = std::chrono::steady_clock::now();
     if (::syncfs(objects.get()) != 0) return errno_status(objects_display + ": syncfs");
+    SSYNC_RETURN_IF_ERROR(writeback.finish());
     if (flush_seconds) {
         *flush_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - flush_start).count();
     }

@@ -25,6 +25,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr long kMaxRedirects = 5;
+// Transfers in flight until one has come back over HTTP/2: without multiplexing, each is a
+// connection of its own, and a server should not get more than this many from one mirror.
+constexpr std::size_t kMaxConnections = 8;
 constexpr std::chrono::milliseconds kFirstBackoff{200};
 constexpr std::chrono::milliseconds kMaxBackoff{5000};
 
@@ -344,6 +347,13 @@ public:
     Request(const Request&) = delete;
     Request& operator=(const Request&) = delete;
 
+    // Whether the response came over HTTP/2 (multiplexed with the others).
+    bool multiplexed() const {
+        long version = 0;
+        return curl_easy_getinfo(easy_.get(), CURLINFO_HTTP_VERSION, &version) == CURLE_OK &&
+               version == CURL_HTTP_VERSION_2_0;
+    }
+
     // Whether the handle was set up and added; otherwise an internal error.
     const Status& setup() const { return setup_; }
     // The index of the job this request is for.
@@ -554,8 +564,8 @@ public:
         run_options.retry_oversize = true;
         run_options.name_failures = true;
         // Bodies are hashed and written on the queue's worker thread; buffers for every transfer
-        // in flight and as many again queued.
-        DownloadQueue queue(downloads, options, 2 * static_cast<std::size_t>(run_options.parallel) + 4);
+        // in flight and some queued.
+        DownloadQueue queue(downloads, options, static_cast<std::size_t>(run_options.parallel) + 16);
         run_options.queue = &queue;
         run_options.open = [&](std::size_t i) -> Result<std::unique_ptr<Receiver>> {
             return std::unique_ptr<Receiver>(std::make_unique<QueuedReceiver>(queue, i));
@@ -608,6 +618,7 @@ private:
         std::vector<std::pair<Clock::time_point, std::size_t>> waiting;  // retries, not before
         std::size_t in_flight = 0;
         std::size_t verifying = 0;
+        std::size_t limit = std::min<std::size_t>(static_cast<std::size_t>(options.parallel), kMaxConnections);
         Status failed;
 
         auto start = [&](std::size_t i) -> Status {
@@ -653,6 +664,7 @@ private:
         auto finish = [&](std::size_t i, CURLcode rc) -> Status {
             Job& job = jobs[i];
             auto [status, failure] = job.request->outcome(rc);
+            if (status && job.request->multiplexed()) limit = static_cast<std::size_t>(options.parallel);
             job.request.reset();
             --in_flight;
             if (status) {
@@ -699,8 +711,7 @@ private:
                     ++it;
                 }
             }
-            while (failed.is_ok() && in_flight < static_cast<std::size_t>(options.parallel) &&
-                   !ready.empty()) {
+            while (failed.is_ok() && in_flight < limit && !ready.empty()) {
                 failed = start(ready.front());
                 ready.pop_front();
             }
@@ -741,8 +752,7 @@ private:
             if (in_flight == 0 && verifying > 0) continue;
 
             int timeout_ms = 1000;
-            if (!ready.empty() && in_flight < static_cast<std::size_t>(options.parallel))
-                timeout_ms = 0;
+            if (!ready.empty() && in_flight < limit) timeout_ms = 0;
             for (const auto& w : waiting) {
                 auto left =
                     std::chrono::duration_cast<std::chrono::milliseconds>(w.first - Clock::now());

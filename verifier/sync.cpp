@@ -124,7 +124,7 @@ cli::Command sync_command() {
                 {"no-owner", "", "do not set owners (and do not warn when not root)"},
                 {"jitter", "SECONDS", "sleep a random time up to SECONDS first (spreads a fleet's load)"},
                 {"timeout", "SECONDS", "connect timeout and stall limit for network transports (default 30)"},
-                {"parallel", "N", "transfers in flight (default 8)"},
+                {"parallel", "N", "transfers in flight (default 64; over HTTP/1.1 at most 8 connections)"},
                 {"max-manifest-size", "BYTES", "refuse larger manifests (default 536870912)"},
                 {"quiet", "", "no progress and no summary, even at a terminal"},
                 {"json", "", "print a JSON summary on stdout"},

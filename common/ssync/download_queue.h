@@ -27,7 +27,7 @@ namespace ssync {
 
 class DownloadQueue {
 public:
-    static constexpr std::size_t kBufferSize = 256 * 1024;
+    static constexpr std::size_t kBufferSize = 128 * 1024;
 
     // `downloads` and `options` must outlive the queue. Starts the worker.
     DownloadQueue(const std::vector<Download>& downloads, const DownloadOptions& options,

@@ -27,7 +27,7 @@ struct SyncOptions {
     bool progress = false;
     std::int64_t now = 0;
     ManifestLimits limits;
-    int max_parallel = 8;
+    int max_parallel = 64;  // see DownloadOptions::max_parallel
     FileSystem* fs = nullptr;
 };
 

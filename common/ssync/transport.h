@@ -33,7 +33,10 @@ using VerifiedHook = std::function<Status(const Download& download, int fd)>;
 
 struct DownloadOptions {
     int attempts = 3;                    // tries per file before the batch fails
-    int max_parallel = 8;                // transfers in flight (where the transport can)
+    // Transfers in flight where the transport can. Over HTTP/2 they share one connection, and
+    // many keep the server's output and our input full, so that neither side sleeps between
+    // small files (on a busy or virtual machine each wake-up costs a scheduling delay).
+    int max_parallel = 64;
     std::function<void(std::uint64_t files, std::uint64_t bytes)> progress;  // any thread
     VerifiedHook on_verified;            // optional
     FileSystem* fs = nullptr;            // what downloads are written through; null: system_fs()

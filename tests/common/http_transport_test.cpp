@@ -8,6 +8,7 @@
 
 #include <chrono>
 #include <map>
+#include <set>
 
 #include "fault_fs.h"
 #include "servers.h"
@@ -351,6 +352,7 @@ TEST_SUITE("HttpTransport") {
         fs.fail(FaultInjectingFs::Op::write, 25, ENOSPC, /*sticky=*/true);
         DownloadOptions options;
         options.fs = &fs;
+        options.max_parallel = 8;
         std::uint64_t done = 0;
         options.progress = [&](std::uint64_t n, std::uint64_t) { done += n; };
         Status s = t->download_all(downloads, options);
@@ -361,8 +363,9 @@ TEST_SUITE("HttpTransport") {
         CHECK_MESSAGE(s.message().rfind("f", 0) == 0, s.message());
         CHECK(done < 80);
         CHECK(f.check_only_verified_left(f.tmp / "stage", downloads) == done);
-        // Not retried: the disk, not the server, failed.
+        // Not retried (the disk, not the server, failed), and the batch stopped.
         CHECK(logged(server, "GET /", 80) < 80);
+        for (unsigned i = 0; i < 80; ++i) CHECK(count(server.access_log(), "GET /file" + std::to_string(i) + " ") <= 1);
     }
 
     TEST_CASE("download_all returns as soon as the last file is verified, not after a poll timeout") {
@@ -388,6 +391,27 @@ TEST_SUITE("HttpTransport") {
             fastest = std::min(fastest, seconds_since(start));
         }
         CHECK(fastest < 0.6);
+    }
+
+    TEST_CASE("over HTTP/1.1, many transfers in flight still open at most 8 connections") {
+        Fixture f;
+        for (unsigned i = 0; i < 120; ++i) f.add("file" + std::to_string(i), content(20'000 + i, i));
+        NginxServer server(f.pub);
+        auto t = open_or_fail(server.http_url(), TransportOptions{});
+        UniqueFd dir;
+        auto downloads = f.downloads(f.tmp / "stage", dir);
+        DownloadOptions options;
+        options.max_parallel = 64;
+        Status s = t->download_all(downloads, options);
+        REQUIRE_MESSAGE(s.is_ok(), s.message());
+        f.check_downloaded(f.tmp / "stage", downloads);
+        REQUIRE(logged(server, "HTTP/1.1\" 200", 120) == 120);
+        std::set<std::string> connections;
+        std::string log = server.access_log();
+        for (auto at = log.find("conn="); at != std::string::npos; at = log.find("conn=", at + 1))
+            connections.insert(log.substr(at, log.find('\n', at) - at));
+        CHECK(connections.size() <= 8);
+        CHECK(connections.size() >= 2);  // but more than one: they run in parallel
     }
 
     TEST_CASE("download_all over plain HTTP") {

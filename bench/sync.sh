@@ -144,7 +144,7 @@ openssl x509 -req -in "$NG/server.csr" -CA "$NG/ca.pem" -CAkey "$NG/ca.key" -CAc
     -out "$NG/server.pem" -days 2 -extfile "$NG/server.ext" >>"$LOG" 2>&1
 CA=$NG/ca.pem
 
-start_nginx() {   # stock settings (keepalive/http2 limits, buffers) apart from paths
+start_nginx() {   # stock settings (http2 limits, buffers) apart from paths and keepalive_requests
     HTTPS_PORT=$(free_port)
     cat >"$NG/nginx.conf" <<EOF
 daemon off;
@@ -163,6 +163,9 @@ http {
   scgi_temp_path $NG/scgi;
   default_type application/octet-stream;
   sendfile on;
+  # What docs/operators.md recommends for a publication's server: the default (1000) closes the
+  # HTTP/2 connection every 1000 requests, 20 times in a mirror's first sync of this tree.
+  keepalive_requests 100000;
   server {
     listen 127.0.0.1:$HTTPS_PORT ssl http2;
     ssl_certificate $NG/server.pem;
@@ -260,6 +263,9 @@ run_ssync() {   # run_ssync VAR DEST STATE: one sync, then an (untimed) audit of
     printf -v "${var}_wire" '%s' "$(awk '{s += $4} END {print s + 0}' "$RUN/$var.access")"
     printf -v "${var}_files" '%s' "$(json "$var.out" files_fetched)"
     printf -v "${var}_inner" '%.2f' "$(json "$var.out" seconds)"
+    printf -v "${var}_phases" '%s' "$(python3 -c 'import json, sys
+p = json.load(open(sys.argv[1])).get("phases", {})
+print(" ".join("%s %.2f" % (k, p[k]) for k in ("release", "plan", "stage", "flush", "apply", "record") if k in p))' "$RUN/$var.out")"
     "$VERIFIER" audit --from "$PUB" --keyring "$KEYS" --ignore-owner --quiet "$dest" >>"$LOG" 2>&1 ||
         die "audit of the ssync mirror $dest failed after $var"
     AUDITS=$((AUDITS + 1))
@@ -271,6 +277,7 @@ run_rsync() {   # run_rsync VAR DEST
     printf -v "${var}_wire" '%s' "${!bvar}"
     printf -v "${var}_files" '%s' "$(awk -F': ' '/^Number of regular files transferred/ {gsub(/,/, "", $2); print $2}' "$RUN/$var.out")"
     printf -v "${var}_inner" '%s' "-"
+    printf -v "${var}_phases" '%s' "-"
 }
 median() { printf '%s\n' "$@" | sort -g | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 # pick PREFIX N...: copies the fields of the run whose wall time is the median into PREFIX_*
@@ -280,7 +287,7 @@ pick() {
     for v in "$@"; do f=${v}_wall; walls+=("${!f}"); done
     local m; m=$(median "${walls[@]}")
     for v in "$@"; do f=${v}_wall; [[ ${!f} == "$m" && -z $best ]] && best=$v; done
-    for field in wall rss cpu scpu sync bytes wire files inner; do
+    for field in wall rss cpu scpu sync bytes wire files inner phases; do
         f=${best}_$field; printf -v "${prefix}_$field" '%s' "${!f}"
     done
     printf -v "${prefix}_runs" '%s' "${walls[*]}"
@@ -412,7 +419,8 @@ echo "- payload: ssync bytes_fetched / rsync 'Total bytes received'. wire: bytes
      "before TLS); for rsync the same as payload. files: files_fetched / regular files transferred."
 echo "- peak: max RSS of the client's largest process. +sync: an untimed sync right after the step" \
      "(the writeback the step left behind; ssync flushes before it returns)."
-echo "- initial ssync: $reqs HTTP requests over $conns TLS connection(s), $protocol (nginx closes a connection after 1000 requests)."
+echo "- ssync's phases (s, median runs): initial: $s_init_phases; update: $s_upd_phases."
+echo "- initial ssync: $reqs HTTP requests over $conns TLS connection(s), $protocol (keepalive_requests 100000, as docs/operators.md recommends)."
 echo "- update bound: $(mb "$BOUND") MB = $NEWC contents the old release lacks ($(mb "$NEWB") MB) + manifest, signature, latest ($(mb "$MANB") MB)."
 echo "- ssync update: $(json s_upd.out added) added, $(json s_upd.out changed) changed, $(json s_upd.out removed) removed," \
      "$(json s_upd.out files_copied_locally) copied locally (renames)."

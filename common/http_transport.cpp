@@ -15,6 +15,7 @@
 #include <utility>
 #include <vector>
 
+#include "ssync/download_queue.h"
 #include "ssync/manifest.h"
 
 namespace ssync {
@@ -24,6 +25,9 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 constexpr long kMaxRedirects = 5;
+// Transfers in flight until one has come back over HTTP/2: without multiplexing, each is a
+// connection of its own, and a server should not get more than this many from one mirror.
+constexpr std::size_t kMaxConnections = 8;
 constexpr std::chrono::milliseconds kFirstBackoff{200};
 constexpr std::chrono::milliseconds kMaxBackoff{5000};
 
@@ -148,8 +152,13 @@ public:
     virtual Status write(const char* data, std::size_t size) = 0;
     // The response ended cleanly; a transport error means the file is wrong (retried from scratch).
     virtual Status finish() { return Status::ok(); }
+    // The response ended with an error; a resume may follow.
+    virtual void interrupted() {}
     // The fetch failed for good: drop whatever was kept.
     virtual void abandon() {}
+    // True when finish() only hands the body over and the file's verdict comes later, from the
+    // DownloadQueue.
+    virtual bool verdict_later() const { return false; }
 };
 
 class StringReceiver : public Receiver {
@@ -197,23 +206,36 @@ private:
     std::uint64_t position_ = 0;
 };
 
-// A Download through the shared DownloadWriter, which bounds and hashes. A dropped transfer
-// keeps the writer (its file and hash state) so that a resume simply writes on.
-class DownloadReceiver : public Receiver {
+// A Download handed over to the DownloadQueue's worker, which bounds, hashes and writes it: on
+// the network thread only bytes are counted and copied.
+class QueuedReceiver : public Receiver {
 public:
-    explicit DownloadReceiver(const Download& d) : writer_(d) {}
-    Status open() { return writer_.open(); }
-    std::uint64_t have() const override { return writer_.written(); }
+    QueuedReceiver(DownloadQueue& queue, std::size_t index) : queue_(queue), index_(index) {}
+    std::uint64_t have() const override { return accepted_; }
     Status begin(std::uint64_t start) override {
-        if (start == 0 && writer_.written() > 0) return writer_.open();
+        if (start == 0 && accepted_ > 0) {
+            queue_.restart(index_);
+            accepted_ = 0;
+        }
         return Status::ok();
     }
-    Status write(const char* p, std::size_t n) override { return writer_.write(p, n); }
-    Status finish() override { return writer_.finish(); }
-    void abandon() override { writer_.discard(); }
+    Status write(const char* p, std::size_t n) override {
+        queue_.append(index_, p, n);
+        accepted_ += n;
+        return Status::ok();
+    }
+    Status finish() override {
+        queue_.finish(index_);
+        return Status::ok();
+    }
+    void interrupted() override { queue_.flush(index_); }
+    void abandon() override { queue_.abandon(index_); }
+    bool verdict_later() const override { return true; }
 
 private:
-    DownloadWriter writer_;
+    DownloadQueue& queue_;
+    std::size_t index_;
+    std::uint64_t accepted_ = 0;
 };
 
 struct RequestConfig {
@@ -221,34 +243,28 @@ struct RequestConfig {
     const char* redirect_protocols;
 };
 
-// One GET in flight: an easy handle and the state its callbacks keep. Added to `multi` on
-// construction, removed on destruction.
-class Request {
+// Easy handles carrying the options every request shares, kept for the next request: making
+// one per request costs its allocations and a score of option calls, 20,000 times in the
+// first sync of a large tree.
+class HandlePool {
 public:
-    Request(CURLM* multi, const RequestConfig& config, std::size_t job, std::string url,
-            std::uint64_t offset, std::uint64_t max_bytes, Receiver& receiver)
-        : job_(job),
-          multi_(multi),
-          url_(std::move(url)),
-          offset_(offset),
-          max_bytes_(max_bytes),
-          receiver_(receiver) {
-        error_[0] = '\0';
-        easy_.reset(curl_easy_init());
-        if (!easy_) {
-            setup_ = Status(Code::internal, url_ + ": curl_easy_init failed");
-            return;
+    explicit HandlePool(const RequestConfig& config) : config_(config) {}
+
+    // A handle from the pool, or a new one. Null when libcurl refuses.
+    CurlEasy take() {
+        if (!idle_.empty()) {
+            CurlEasy h = std::move(idle_.back());
+            idle_.pop_back();
+            return h;
         }
-        CURL* h = easy_.get();
-        const TransportOptions& o = *config.options;
+        CurlEasy easy(curl_easy_init());
+        CURL* h = easy.get();
+        if (!h) return easy;
+        const TransportOptions& o = *config_.options;
         bool ok =
-            curl_easy_setopt(h, CURLOPT_URL, url_.c_str()) == CURLE_OK &&
-            curl_easy_setopt(h, CURLOPT_PRIVATE, this) == CURLE_OK &&
-            curl_easy_setopt(h, CURLOPT_ERRORBUFFER, error_) == CURLE_OK &&
             curl_easy_setopt(h, CURLOPT_NOSIGNAL, 1L) == CURLE_OK &&
             curl_easy_setopt(h, CURLOPT_PROTOCOLS_STR, "http,https") == CURLE_OK &&
-            curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, config.redirect_protocols) ==
-                CURLE_OK &&
+            curl_easy_setopt(h, CURLOPT_REDIR_PROTOCOLS_STR, config_.redirect_protocols) == CURLE_OK &&
             curl_easy_setopt(h, CURLOPT_FOLLOWLOCATION, 1L) == CURLE_OK &&
             curl_easy_setopt(h, CURLOPT_MAXREDIRS, kMaxRedirects) == CURLE_OK &&
             curl_easy_setopt(h, CURLOPT_FAILONERROR, 1L) == CURLE_OK &&
@@ -257,20 +273,56 @@ public:
             curl_easy_setopt(h, CURLOPT_CONNECTTIMEOUT, o.connect_timeout) == CURLE_OK &&
             curl_easy_setopt(h, CURLOPT_LOW_SPEED_LIMIT, o.low_speed_limit) == CURLE_OK &&
             curl_easy_setopt(h, CURLOPT_LOW_SPEED_TIME, o.low_speed_time) == CURLE_OK &&
-            curl_easy_setopt(h, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS)) ==
-                CURLE_OK &&
+            curl_easy_setopt(h, CURLOPT_HTTP_VERSION, static_cast<long>(CURL_HTTP_VERSION_2TLS)) == CURLE_OK &&
             curl_easy_setopt(h, CURLOPT_PIPEWAIT, 1L) == CURLE_OK &&
-            curl_easy_setopt(h, CURLOPT_USERAGENT, "ssync/" SSYNC_VERSION_STRING) == CURLE_OK &&
+            curl_easy_setopt(h, CURLOPT_USERAGENT, "ssync/" SSYNC_VERSION_STRING) == CURLE_OK;
+        if (ok && !o.ca_file.empty()) ok = curl_easy_setopt(h, CURLOPT_CAINFO, o.ca_file.c_str()) == CURLE_OK;
+        if (!ok) easy.reset();
+        return easy;
+    }
+
+    // Back into the pool, once it has left the multi handle.
+    void give(CurlEasy h) {
+        if (h && idle_.size() < kMaxIdle) idle_.push_back(std::move(h));
+    }
+
+private:
+    static constexpr std::size_t kMaxIdle = 64;
+    const RequestConfig& config_;
+    std::vector<CurlEasy> idle_;
+};
+
+// One GET in flight: an easy handle and the state its callbacks keep. Added to `multi` on
+// construction, removed on destruction.
+class Request {
+public:
+    Request(CURLM* multi, HandlePool& handles, std::size_t job, std::string url,
+            std::uint64_t offset, std::uint64_t max_bytes, Receiver& receiver)
+        : job_(job),
+          multi_(multi),
+          handles_(handles),
+          url_(std::move(url)),
+          offset_(offset),
+          max_bytes_(max_bytes),
+          receiver_(receiver) {
+        error_[0] = '\0';
+        easy_ = handles_.take();
+        if (!easy_) {
+            setup_ = Status(Code::internal, url_ + ": libcurl refused a new handle or an option");
+            return;
+        }
+        CURL* h = easy_.get();
+        // What differs from one request to the next; a pooled handle keeps the rest.
+        if (offset_ > 0) range_ = std::to_string(offset_) + "-";
+        bool ok =
+            curl_easy_setopt(h, CURLOPT_URL, url_.c_str()) == CURLE_OK &&
+            curl_easy_setopt(h, CURLOPT_PRIVATE, this) == CURLE_OK &&
+            curl_easy_setopt(h, CURLOPT_ERRORBUFFER, error_) == CURLE_OK &&
             curl_easy_setopt(h, CURLOPT_HEADERFUNCTION, &Request::on_header) == CURLE_OK &&
             curl_easy_setopt(h, CURLOPT_HEADERDATA, this) == CURLE_OK &&
             curl_easy_setopt(h, CURLOPT_WRITEFUNCTION, &Request::on_body) == CURLE_OK &&
-            curl_easy_setopt(h, CURLOPT_WRITEDATA, this) == CURLE_OK;
-        if (ok && !o.ca_file.empty())
-            ok = curl_easy_setopt(h, CURLOPT_CAINFO, o.ca_file.c_str()) == CURLE_OK;
-        if (ok && offset_ > 0) {
-            range_ = std::to_string(offset_) + "-";
-            ok = curl_easy_setopt(h, CURLOPT_RANGE, range_.c_str()) == CURLE_OK;
-        }
+            curl_easy_setopt(h, CURLOPT_WRITEDATA, this) == CURLE_OK &&
+            curl_easy_setopt(h, CURLOPT_RANGE, offset_ > 0 ? range_.c_str() : nullptr) == CURLE_OK;
         if (!ok) {
             setup_ = Status(Code::internal, url_ + ": libcurl refused an option");
             return;
@@ -283,10 +335,24 @@ public:
     }
 
     ~Request() {
-        if (added_) curl_multi_remove_handle(multi_, easy_.get());
+        if (added_ && curl_multi_remove_handle(multi_, easy_.get()) == CURLM_OK) {
+            // Its pointers into this request must not outlive it.
+            curl_easy_setopt(easy_.get(), CURLOPT_PRIVATE, nullptr);
+            curl_easy_setopt(easy_.get(), CURLOPT_ERRORBUFFER, nullptr);
+            curl_easy_setopt(easy_.get(), CURLOPT_HEADERDATA, nullptr);
+            curl_easy_setopt(easy_.get(), CURLOPT_WRITEDATA, nullptr);
+            handles_.give(std::move(easy_));
+        }
     }
     Request(const Request&) = delete;
     Request& operator=(const Request&) = delete;
+
+    // Whether the response came over HTTP/2 (multiplexed with the others).
+    bool multiplexed() const {
+        long version = 0;
+        return curl_easy_getinfo(easy_.get(), CURLINFO_HTTP_VERSION, &version) == CURLE_OK &&
+               version == CURL_HTTP_VERSION_2_0;
+    }
 
     // Whether the handle was set up and added; otherwise an internal error.
     const Status& setup() const { return setup_; }
@@ -397,6 +463,7 @@ private:
 
     std::size_t job_;
     CURLM* multi_;
+    HandlePool& handles_;
     CurlEasy easy_;
     bool added_ = false;
     Status setup_;
@@ -421,6 +488,7 @@ struct Job {
     Receiver* receiver = nullptr;     // where the body goes; null until the job starts
     std::unique_ptr<Receiver> owned;  // the receiver, when the run created it
     int failures = 0;
+    bool verifying = false;  // received whole; the DownloadQueue's verdict is awaited
     // Declared last so that it goes (leaving the multi handle) before the receiver.
     std::unique_ptr<Request> request;
 };
@@ -433,6 +501,8 @@ struct RunOptions {
     // Creates job i's receiver when it first starts (for jobs that have none).
     std::function<Result<std::unique_ptr<Receiver>>(std::size_t)> open;
     std::function<void(std::size_t)> on_done;
+    // Where the verdicts of receivers with verdict_later() come from.
+    DownloadQueue* queue = nullptr;
 };
 
 // A job's last failure, saying how often it was tried and, when asked, naming the job first
@@ -493,10 +563,12 @@ public:
         run_options.parallel = std::max(1, options.max_parallel);
         run_options.retry_oversize = true;
         run_options.name_failures = true;
+        // Bodies are hashed and written on the queue's worker thread; buffers for every transfer
+        // in flight and some queued.
+        DownloadQueue queue(downloads, options, static_cast<std::size_t>(run_options.parallel) + 16);
+        run_options.queue = &queue;
         run_options.open = [&](std::size_t i) -> Result<std::unique_ptr<Receiver>> {
-            auto r = std::make_unique<DownloadReceiver>(downloads[i]);
-            SSYNC_RETURN_IF_ERROR(r->open());
-            return std::unique_ptr<Receiver>(std::move(r));
+            return std::unique_ptr<Receiver>(std::make_unique<QueuedReceiver>(queue, i));
         };
         run_options.on_done = [&](std::size_t i) {
             if (options.progress) options.progress(1, downloads[i].size);
@@ -545,6 +617,8 @@ private:
         for (std::size_t i = 0; i < jobs.size(); ++i) ready.push_back(i);
         std::vector<std::pair<Clock::time_point, std::size_t>> waiting;  // retries, not before
         std::size_t in_flight = 0;
+        std::size_t verifying = 0;
+        std::size_t limit = std::min<std::size_t>(static_cast<std::size_t>(options.parallel), kMaxConnections);
         Status failed;
 
         auto start = [&](std::size_t i) -> Status {
@@ -556,25 +630,16 @@ private:
                 job.receiver = job.owned.get();
             }
             job.request =
-                std::make_unique<Request>(multi_.get(), config_, i, job.url, job.receiver->have(),
+                std::make_unique<Request>(multi_.get(), handles_, i, job.url, job.receiver->have(),
                                           job.max_bytes, *job.receiver);
             if (!job.request->setup()) return job.request->setup();
             ++in_flight;
             return Status::ok();
         };
 
-        // Decides what follows a finished request: done, a retry later, or the end of the run.
-        auto finish = [&](std::size_t i, CURLcode rc) -> Status {
+        // What follows a failed attempt: a retry later, or the end of the run.
+        auto failed_attempt = [&](std::size_t i, const Status& status, Failure failure) -> Status {
             Job& job = jobs[i];
-            auto [status, failure] = job.request->outcome(rc);
-            job.request.reset();
-            --in_flight;
-            if (status) {
-                job.receiver = nullptr;
-                job.owned.reset();
-                if (options.on_done) options.on_done(i);
-                return Status::ok();
-            }
             if (failure == Failure::fatal) return status;
             ++job.failures;
             bool retriable = failure == Failure::retry || failure == Failure::restart ||
@@ -584,6 +649,55 @@ private:
             }
             if (failure != Failure::retry) SSYNC_RETURN_IF_ERROR(job.receiver->begin(0));
             waiting.emplace_back(Clock::now() + backoff(job.failures), i);
+            return Status::ok();
+        };
+
+        auto done = [&](std::size_t i) {
+            Job& job = jobs[i];
+            job.receiver = nullptr;
+            job.owned.reset();
+            if (options.on_done) options.on_done(i);
+        };
+
+        // Decides what follows a finished request: done, a verdict to wait for, a retry later,
+        // or the end of the run.
+        auto finish = [&](std::size_t i, CURLcode rc) -> Status {
+            Job& job = jobs[i];
+            auto [status, failure] = job.request->outcome(rc);
+            if (status && job.request->multiplexed()) limit = static_cast<std::size_t>(options.parallel);
+            job.request.reset();
+            --in_flight;
+            if (status) {
+                if (job.receiver->verdict_later()) {
+                    job.verifying = true;
+                    ++verifying;
+                } else {
+                    done(i);
+                }
+                return Status::ok();
+            }
+            job.receiver->interrupted();
+            return failed_attempt(i, status, failure);
+        };
+
+        // Applies the DownloadQueue's verdicts, waiting up to `timeout` for the first.
+        auto take_verdicts = [&](std::chrono::milliseconds timeout) -> Status {
+            if (!options.queue) return Status::ok();
+            for (DownloadQueue::Verdict& v : options.queue->take_verdicts(timeout)) {
+                Job& job = jobs[v.index];
+                if (!job.verifying || (!v.status.is_ok() && v.status.code() != Code::transport)) {
+                    return v.status.is_ok() ? Status(Code::internal, job.name + ": unexpected verdict")
+                                            : v.status;
+                }
+                job.verifying = false;
+                --verifying;
+                if (v.status) {
+                    done(v.index);
+                } else {
+                    // The body arrived whole but was wrong: from scratch, like a bad range.
+                    SSYNC_RETURN_IF_ERROR(failed_attempt(v.index, v.status, Failure::restart));
+                }
+            }
             return Status::ok();
         };
 
@@ -597,12 +711,24 @@ private:
                     ++it;
                 }
             }
-            while (failed.is_ok() && in_flight < static_cast<std::size_t>(options.parallel) &&
-                   !ready.empty()) {
+            while (failed.is_ok() && in_flight < limit && !ready.empty()) {
                 failed = start(ready.front());
                 ready.pop_front();
             }
-            if (!failed || (in_flight == 0 && waiting.empty())) break;
+            if (!failed) break;
+            if (in_flight == 0) {
+                if (waiting.empty() && verifying == 0) break;
+                if (verifying > 0) {
+                    // Nothing for curl to do: wait for verdicts (bounded by the next retry).
+                    auto timeout = std::chrono::milliseconds(1000);
+                    for (const auto& w : waiting) {
+                        timeout = std::min(timeout, std::chrono::duration_cast<std::chrono::milliseconds>(
+                                                        w.first - Clock::now()));
+                    }
+                    failed = take_verdicts(std::max(timeout, std::chrono::milliseconds(0)));
+                    continue;
+                }
+            }
 
             int running = 0;
             if (CURLMcode mc = curl_multi_perform(multi_.get(), &running); mc != CURLM_OK) {
@@ -619,11 +745,14 @@ private:
                 if (!failed) break;
             }
             if (!failed) break;
-            if (in_flight == 0 && ready.empty() && waiting.empty()) break;
+            if (failed = take_verdicts(std::chrono::milliseconds(0)); !failed) break;
+            if (in_flight == 0 && ready.empty() && waiting.empty() && verifying == 0) break;
+            // With nothing in flight, curl_multi_poll would sleep its whole timeout: no socket
+            // wakes it when a verdict arrives. The top of the loop waits for verdicts instead.
+            if (in_flight == 0 && verifying > 0) continue;
 
             int timeout_ms = 1000;
-            if (!ready.empty() && in_flight < static_cast<std::size_t>(options.parallel))
-                timeout_ms = 0;
+            if (!ready.empty() && in_flight < limit) timeout_ms = 0;
             for (const auto& w : waiting) {
                 auto left =
                     std::chrono::duration_cast<std::chrono::milliseconds>(w.first - Clock::now());
@@ -639,6 +768,8 @@ private:
                 job.request.reset();
                 if (job.receiver) job.receiver->abandon();
             }
+            // Files handed over but not verified yet are removed too.
+            if (options.queue) options.queue->cancel();
         }
         return failed;
     }
@@ -648,6 +779,7 @@ private:
     TransportOptions options_;
     RequestConfig config_{};
     CurlMulti multi_;  // its connection cache outlives each call
+    HandlePool handles_{config_};  // after multi_: its handles are cleaned up first
 };
 
 }  // namespace

@@ -5,6 +5,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <thread>
 #include <mutex>
 #include <unordered_set>
 
@@ -20,6 +23,9 @@ namespace {
 constexpr const char* kStatCache = "stat-cache";
 constexpr const char* kObjectsDir = "objects";
 constexpr const char* kTreeStamp = "tree-stamp";
+// Staged bytes between two early writebacks: large enough that the kernel writes big batches,
+// small enough that little is left for the flush before the switch.
+constexpr std::uint64_t kEarlyWritebackStep = 64 << 20;
 
 bool below(const std::string& path, const std::string& dir) {
     return path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/';
@@ -62,6 +68,68 @@ Result<FileDigest> copy_hashed(FileSystem& fs, int src_fd, int dir_fd, const std
     }));
     return d;
 }
+
+// Writes staged data back to disk while downloads continue, so that the flush before the
+// switch has little left: syncfs on a thread of its own each time another `step` bytes have
+// been staged. syncfs rather than a sync_file_range per file: the kernel then submits the
+// writes of many files together, instead of one small batch (and one notification of a
+// virtual disk) per file.
+class EarlyWriteback {
+public:
+    EarlyWriteback(int fd, std::string display, std::uint64_t step)
+        : fd_(fd), display_(std::move(display)), step_(step) {
+        thread_ = std::thread([this] { run(); });
+    }
+    ~EarlyWriteback() { (void)finish(); }
+
+    // `bytes` more were staged; any thread.
+    void staged(std::uint64_t bytes) {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            unflushed_ += bytes;
+            if (unflushed_ < step_) return;
+            unflushed_ = 0;
+            wanted_ = true;
+        }
+        cv_.notify_one();
+    }
+
+    // Stops the thread; the first syncfs error, if any.
+    Status finish() {
+        {
+            std::lock_guard<std::mutex> lock(mutex_);
+            stopping_ = true;
+        }
+        cv_.notify_one();
+        if (thread_.joinable()) thread_.join();
+        return status_;
+    }
+
+private:
+    void run() {
+        std::unique_lock<std::mutex> lock(mutex_);
+        for (;;) {
+            cv_.wait(lock, [&] { return stopping_ || wanted_; });
+            if (stopping_) return;
+            wanted_ = false;
+            lock.unlock();
+            int rc = ::syncfs(fd_);
+            int err = errno;
+            lock.lock();
+            if (rc != 0 && status_.is_ok()) status_ = errno_status(display_ + ": syncfs", err);
+        }
+    }
+
+    int fd_;
+    std::string display_;
+    std::uint64_t step_;
+    std::mutex mutex_;
+    std::condition_variable cv_;
+    std::uint64_t unflushed_ = 0;
+    bool wanted_ = false, stopping_ = false;
+    Status status_;
+    std::thread thread_;
+};
 
 }  // namespace
 
@@ -207,7 +275,7 @@ Result<Plan> Installer::plan(const Manifest& manifest) {
 }
 
 Status Installer::stage(const Plan& plan, Transport& transport, ContentLayout layout,
-                        const DownloadOptions& download_options) {
+                        const DownloadOptions& download_options, double* flush_seconds) {
     SSYNC_ASSIGN_OR_RETURN(UniqueFd objects, open_dir_beneath(staging_.get(), kObjectsDir));
     std::string objects_display = join_path(dest_path_, ".ssync/staging/objects");
 
@@ -259,6 +327,34 @@ Status Installer::stage(const Plan& plan, Transport& transport, ContentLayout la
         downloads.push_back(entry_by_hash.at(hash));
     }
 
+    // A downloaded content that one entry alone takes (the common case) gets that entry's
+    // metadata while the download worker still has it open, so that apply() only renames it;
+    // and staged data is written back while downloads continue, so that the syncfs below finds
+    // little left. Both overlap the downloads still in flight.
+    std::unordered_map<std::string, const Entry*> sole_user;
+    {
+        std::unordered_map<std::string, int> uses;
+        for (const Entry* e : plan.create)
+            if (e->type == EntryType::file) uses[e->sha256]++;
+        for (const Entry* e : plan.create)
+            if (e->type == EntryType::file && uses[e->sha256] == 1) sole_user.emplace(e->sha256, e);
+    }
+    prepared_.clear();
+    std::mutex prepared_mutex;
+    DownloadOptions options = download_options;
+    options.fs = fs_;
+    EarlyWriteback writeback(objects.get(), objects_display, kEarlyWritebackStep);
+    options.on_verified = [&](const Download& d, int fd) -> Status {
+        auto it = sole_user.find(d.file_name);
+        if (it != sole_user.end()) {
+            SSYNC_RETURN_IF_ERROR(set_metadata_fd(fd, *it->second, join_path(dest_path_, quote_path(it->second->path))));
+            std::lock_guard<std::mutex> lock(prepared_mutex);
+            prepared_.insert(d.file_name);
+        }
+        writeback.staged(d.size);
+        return Status::ok();
+    };
+
     std::vector<Download> batch;
     batch.reserve(downloads.size());
     for (const Entry* e : downloads) {
@@ -270,9 +366,16 @@ Status Installer::stage(const Plan& plan, Transport& transport, ContentLayout la
         d.file_name = e->sha256;
         batch.push_back(std::move(d));
     }
-    if (!batch.empty()) SSYNC_RETURN_IF_ERROR(transport.download_all(batch, download_options));
-    // Staged content must be durable before any of it is renamed into DEST.
+    if (!batch.empty()) SSYNC_RETURN_IF_ERROR(transport.download_all(batch, options));
+    // Staged content must be durable before any of it is renamed into DEST. An early writeback
+    // may still be running: this syncfs waits for its writes as well, in parallel rather than
+    // after it (each ends with a cache flush of the disk).
+    auto flush_start = std::chrono::steady_clock::now();
     if (::syncfs(objects.get()) != 0) return errno_status(objects_display + ": syncfs");
+    SSYNC_RETURN_IF_ERROR(writeback.finish());
+    if (flush_seconds) {
+        *flush_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - flush_start).count();
+    }
     return Status::ok();
 }
 
@@ -304,6 +407,11 @@ Result<int> Installer::prepare_file(const Entry& e, int objects_fd, std::unorder
     } else {
         dir = objects_fd;
         name = e.sha256;
+        if (prepared_.count(e.sha256)) {
+            // Its metadata was set when it was downloaded (stage()).
+            remaining--;
+            return dir;
+        }
     }
     remaining--;
     UniqueFd fd(fs_->openat(dir, name.c_str(), O_RDONLY | O_NOFOLLOW, 0));

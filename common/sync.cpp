@@ -34,6 +34,14 @@ std::optional<std::pair<std::string, std::string>> recorded_release(int meta_fd,
 
 Result<SyncReport> sync_release(const SyncOptions& options) {
     auto start = std::chrono::steady_clock::now();
+    auto lap = start;
+    // Seconds since the previous call (or the start).
+    auto since_lap = [&lap] {
+        auto now = std::chrono::steady_clock::now();
+        double s = std::chrono::duration<double>(now - lap).count();
+        lap = now;
+        return s;
+    };
     FileSystem& fs = options.fs ? *options.fs : system_fs();
     {
         // Fail early on a misconfigured keyring, even on runs that would not need it.
@@ -132,8 +140,10 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
     }
     report.name = manifest.name;
     report.serial = manifest.serial;
+    report.phases.release = since_lap();
 
     SSYNC_ASSIGN_OR_RETURN(Plan plan, installer.plan(manifest));
+    report.phases.plan = since_lap();
     report.added = plan.added;
     report.changed = plan.changed;
     report.removed = plan.removed;
@@ -164,17 +174,21 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
         bytes_fetched += bytes;
         progress.add(n, bytes);
     };
-    Status staged = installer.stage(plan, *transport, content, download_options);
+    Status staged = installer.stage(plan, *transport, content, download_options, &report.phases.flush);
     progress.finish();
     SSYNC_RETURN_IF_ERROR(staged);
     report.files_fetched = files_fetched;
     report.bytes_fetched += bytes_fetched;
+    report.phases.stage = since_lap() - report.phases.flush;
 
     if (options.atomic_tree) {
         SSYNC_RETURN_IF_ERROR(installer.apply_whole_tree(manifest, plan, manifest_bytes, signature));
+        report.phases.apply = since_lap();
     } else {
         SSYNC_RETURN_IF_ERROR(installer.apply(manifest, plan));
+        report.phases.apply = since_lap();
         SSYNC_RETURN_IF_ERROR(installer.record(manifest, manifest_bytes, signature));
+        report.phases.record = since_lap();
     }
     SyncState next;
     next.name = manifest.name;

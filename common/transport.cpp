@@ -117,7 +117,7 @@ Status DownloadWriter::write(const char* data, std::size_t size) {
     return write_all(fs_, fd_.get(), std::string_view(data, size), download_.file_name);
 }
 
-Status DownloadWriter::finish() {
+Status DownloadWriter::finish(const VerifiedHook& on_verified) {
     if (written_ != download_.size) {
         return Status(Code::transport, download_.path + ": short download, " + std::to_string(written_) +
                                            " of " + std::to_string(download_.size) + " bytes");
@@ -129,6 +129,7 @@ Status DownloadWriter::finish() {
     }
     // No fsync per file: the installer syncs the whole file system once before anything staged
     // is renamed into place (one syncfs instead of thousands of fsyncs).
+    if (on_verified) SSYNC_RETURN_IF_ERROR(on_verified(download_, fd_.get()));
     fd_.reset();
     return Status::ok();
 }
@@ -142,11 +143,11 @@ Status Transport::download_all(const std::vector<Download>& downloads, const Dow
     for (const Download& d : downloads) {
         Status last;
         for (int attempt = 0; attempt < std::max(1, options.attempts); ++attempt) {
-            DownloadWriter writer(d);
+            DownloadWriter writer(d, options.fs ? *options.fs : system_fs());
             last = writer.open();
             if (!last) return last;
             last = fetch_to(d.path, d.size, [&](const char* p, std::size_t n) { return writer.write(p, n); });
-            if (last) last = writer.finish();
+            if (last) last = writer.finish(options.on_verified);
             if (last) break;
             writer.discard();
             if (last.code() == Code::io) return last;  // our own disk: retrying will not help

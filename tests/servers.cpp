@@ -145,7 +145,7 @@ NginxServer::NginxServer(std::string root, std::string extra_server_config)
         "/error.log info;\n"
         "events { worker_connections 512; }\n"
         "http {\n"
-        "  log_format ssync '\"$request\" $status $body_bytes_sent range=\"$http_range\"';\n"
+        "  log_format ssync '\"$request\" $status $body_bytes_sent range=\"$http_range\" conn=$connection';\n"
         "  access_log " +
         d +
         "/access.log ssync;\n"

@@ -57,7 +57,8 @@ public:
     std::string https_url() const;  // "https://127.0.0.1:PORT/"
     std::string http_url() const;   // "http://127.0.0.1:PORT/"
     const std::string& ca_file() const { return certs_.ca_file; }
-    // The access log so far: one line per request, '"GET /a HTTP/2.0" 200 1234 range="bytes=5-"'.
+    // The access log so far: one line per request,
+    // '"GET /a HTTP/2.0" 200 1234 range="bytes=5-" conn=7' (conn: nginx's connection number).
     std::string access_log() const;
     std::string error_log() const;
 

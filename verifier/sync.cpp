@@ -81,7 +81,10 @@ int run_sync(const cli::Args& args) {
         print_json({{"ok", true}, {"name", r.name}, {"serial", r.serial}, {"previous_serial", r.previous_serial},
                     {"noop", r.noop}, {"added", r.added}, {"changed", r.changed}, {"removed", r.removed},
                     {"files_fetched", r.files_fetched}, {"bytes_fetched", r.bytes_fetched},
-                    {"files_copied_locally", r.files_copied_locally}, {"seconds", r.seconds}});
+                    {"files_copied_locally", r.files_copied_locally}, {"seconds", r.seconds},
+                    {"phases",
+                     {{"release", r.phases.release}, {"plan", r.phases.plan}, {"stage", r.phases.stage},
+                      {"flush", r.phases.flush}, {"apply", r.phases.apply}, {"record", r.phases.record}}}});
     } else if (!quiet && stderr_is_terminal()) {
         // People at a terminal get a line; cron gets silence on success.
         if (r.noop) {
@@ -121,7 +124,7 @@ cli::Command sync_command() {
                 {"no-owner", "", "do not set owners (and do not warn when not root)"},
                 {"jitter", "SECONDS", "sleep a random time up to SECONDS first (spreads a fleet's load)"},
                 {"timeout", "SECONDS", "connect timeout and stall limit for network transports (default 30)"},
-                {"parallel", "N", "transfers in flight (default 8)"},
+                {"parallel", "N", "transfers in flight (default 64; over HTTP/1.1 at most 8 connections)"},
                 {"max-manifest-size", "BYTES", "refuse larger manifests (default 536870912)"},
                 {"quiet", "", "no progress and no summary, even at a terminal"},
                 {"json", "", "print a JSON summary on stdout"},

@@ -8,7 +8,9 @@
 // Code::transport with one line naming the URL and the reason. Transient failures are retried
 // with exponential backoff: TransportOptions::attempts tries per fetch, DownloadOptions::attempts
 // per file in download_all, which runs up to max_parallel transfers at once (HTTP/2 multiplexed
-// where the server offers it) and resumes a dropped transfer with a Range request.
+// where the server offers it) and resumes a dropped transfer with a Range request. Its bodies
+// are bounded, hashed and written on a worker thread (DownloadQueue), so that decrypting and
+// writing use two cores.
 //
 // One HttpTransport is used from one thread at a time; it keeps its connections open between
 // requests.

@@ -12,6 +12,7 @@
 #include <functional>
 #include <string>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 #include "ssync/fs.h"
@@ -61,10 +62,12 @@ public:
     Result<Plan> plan(const Manifest& manifest);
 
     // Brings every content the plan needs into staging (local copies, then downloads through
-    // `transport`), each verified by SHA-256; nothing in DEST changes. Reuses verified content
-    // left in staging by an interrupted run.
+    // `transport`), each verified by SHA-256, and makes it durable (syncfs); nothing in DEST
+    // changes. Reuses verified content left in staging by an interrupted run. `flush_seconds`,
+    // when set, receives the time the final flush took. download_options.fs and on_verified are
+    // the installer's own (its FileSystem; metadata and writeback of each verified download).
     Status stage(const Plan& plan, Transport& transport, ContentLayout layout,
-                 const DownloadOptions& download_options);
+                 const DownloadOptions& download_options, double* flush_seconds = nullptr);
 
     // Switches the staged release in: directories, files and symlinks renamed into place,
     // metadata fixed, extras removed, directory modes set last, then syncfs.
@@ -115,6 +118,8 @@ private:
     std::string dest_name_;       // DEST's name in it
     UniqueFd dest_, meta_, staging_;
     std::unordered_map<std::string, std::string> known_hashes_;  // DEST path -> sha256
+    // Staged contents (by hash) whose metadata stage() already set for the one entry using them.
+    std::unordered_set<std::string> prepared_;
 };
 
 inline constexpr const char* kStagingDir = "staging";

@@ -26,10 +26,20 @@ struct Download {
     std::string file_name;
 };
 
+// Called once for each download that verified, with its file still open for writing, before it
+// is closed: the moment to set metadata or start writeback without opening it again. Runs on
+// whichever thread wrote the file; an error fails the batch as it is.
+using VerifiedHook = std::function<Status(const Download& download, int fd)>;
+
 struct DownloadOptions {
     int attempts = 3;                    // tries per file before the batch fails
-    int max_parallel = 8;                // transfers in flight (where the transport can)
+    // Transfers in flight where the transport can. Over HTTP/2 they share one connection, and
+    // many keep the server's output and our input full, so that neither side sleeps between
+    // small files (on a busy or virtual machine each wake-up costs a scheduling delay).
+    int max_parallel = 64;
     std::function<void(std::uint64_t files, std::uint64_t bytes)> progress;  // any thread
+    VerifiedHook on_verified;            // optional
+    FileSystem* fs = nullptr;            // what downloads are written through; null: system_fs()
 };
 
 class Transport {
@@ -65,7 +75,9 @@ public:
         : download_(download), fs_(fs) {}
     Status open();                                   // (re)creates the file, empty
     Status write(const char* data, std::size_t size);  // transport error past `size`
-    Status finish();  // transport error when short or the digest differs; closes the file
+    // Transport error when short or the digest differs (the file stays open for discard());
+    // else runs `on_verified` (when set) on the open file and closes it.
+    Status finish(const VerifiedHook& on_verified = {});
     void discard();   // removes the file
     std::uint64_t written() const { return written_; }
 

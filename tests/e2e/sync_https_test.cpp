@@ -1,5 +1,6 @@
 // ssync-verifier sync over HTTPS against a real nginx, and against a scripted server that
 // misbehaves in the ways nginx will not.
+#include <fcntl.h>
 #include <signal.h>
 #include <spawn.h>
 #include <sys/stat.h>
@@ -9,10 +10,12 @@
 #include <chrono>
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
+#include <sstream>
 #include <thread>
 
 #include "e2e.h"
 #include "servers.h"
+#include "ssync/hash.h"
 #include "tree_snapshot.h"
 
 namespace ssync::test {
@@ -52,6 +55,27 @@ ScriptedHttpServer::Handler serve_files(std::string root,
     };
 }
 
+// Every file in DEST's staging is whole verified content (named by its SHA-256): what a failed
+// run may leave for the next one to reuse. Returns how many there are.
+std::size_t verified_staging_files(const std::string& dest) {
+    std::string objects = dest + "/.ssync/staging/objects";
+    std::size_t n = 0;
+    auto listing = run({"ls", "-A", objects});
+    std::istringstream names(listing.out);
+    for (std::string name; std::getline(names, name);) {
+        if (name.empty()) continue;
+        ++n;
+        CHECK_MESSAGE(sha256_hex(read_file(objects + "/" + name)) == name, name);
+    }
+    return n;
+}
+
+std::int64_t mtime_of(const std::string& path) {
+    struct stat st;
+    REQUIRE(::lstat(path.c_str(), &st) == 0);
+    return st.st_mtime;
+}
+
 }  // namespace
 
 TEST_SUITE("e2e sync https") {
@@ -81,6 +105,34 @@ TEST_SUITE("e2e sync https") {
         CHECK(count(during, "manifest.json.asc") == 1);
         CHECK(count(during, "manifest.json ") + count(during, "manifest.json\"") == 0);
         CHECK(count(during, "/objects/") == 0);
+    }
+
+    TEST_CASE("one content at paths with their own modes and mtimes, and read-only files, land as signed") {
+        // Contents used by one path get their metadata while downloading; shared ones when
+        // switched in: both must end as the manifest says.
+        HttpsMirror m;
+        const std::string same(70000, 's');
+        write_file(m.src + "/same/a", same, 0644);
+        write_file(m.src + "/same/b", same, 0600);
+        write_file(m.src + "/same/c", same, 0755);
+        write_file(m.src + "/ro/r", "read only\n", 0444);
+        write_file(m.src + "/ro/x", "owner read only\n", 0400);
+        std::int64_t when = 1'600'000'000;
+        for (const char* p : {"/same/a", "/same/b", "/same/c", "/ro/r", "/ro/x"}) {
+            struct timespec times[2] = {{when, 0}, {when, 0}};
+            REQUIRE(::utimensat(AT_FDCWD, (m.src + p).c_str(), times, 0) == 0);
+            when += 86400;
+        }
+        REQUIRE(m.sign().exit_status == 0);
+        NginxServer nginx(m.pub);
+        auto r = m.sync(nginx.https_url(), {"--ca-file", nginx.ca_file()});
+        REQUIRE_MESSAGE(r.exit_status == 0, r.err);
+        CHECK(snapshot(m.dest) == snapshot(m.src));
+        for (const char* p : {"/same/a", "/same/b", "/same/c", "/ro/r", "/ro/x", "/index.html"}) {
+            CHECK_MESSAGE(mtime_of(m.dest + p) == mtime_of(m.src + p), p);
+        }
+        CHECK(m.audit(m.dest).exit_status == 0);
+        CHECK(verified_staging_files(m.dest) == 0);
     }
 
     TEST_CASE("TLS is verified: without the test CA the sync fails and DEST is untouched") {
@@ -147,6 +199,7 @@ TEST_SUITE("e2e sync https") {
         nginx.stop();
         CHECK(wait_exit(pid) == 6);
         CHECK(snapshot(m.dest).empty());
+        CHECK(verified_staging_files(m.dest) < 400);
         nginx.start();
         auto ok = m.sync(nginx.https_url(), {"--ca-file", nginx.ca_file()});
         CHECK_MESSAGE(ok.exit_status == 0, ok.err);

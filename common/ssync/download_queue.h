@@ -1,0 +1,111 @@
+// Downloads written on a thread of their own. The network thread hands each file's body over in
+// buffers as it arrives; a worker writes them through DownloadWriter (the one place where
+// downloaded bytes are bounded and hashed), runs the VerifiedHook, and reports a verdict per
+// file. This takes SHA-256, write() and the hook's system calls off the thread that decrypts
+// and parses the responses, so that the two run on two cores.
+//
+// Memory is bounded: buffers of kBufferSize, at most `max_buffers` of them unless every buffer
+// is held by a file still being received (then one more is made rather than wait forever);
+// handing bytes over blocks while none is free. A file's messages are handled in the order they
+// were handed over.
+#pragma once
+
+#include <chrono>
+#include <condition_variable>
+#include <cstddef>
+#include <deque>
+#include <memory>
+#include <mutex>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+#include "ssync/status.h"
+#include "ssync/transport.h"
+
+namespace ssync {
+
+class DownloadQueue {
+public:
+    static constexpr std::size_t kBufferSize = 128 * 1024;
+
+    // `downloads` and `options` must outlive the queue. Starts the worker.
+    DownloadQueue(const std::vector<Download>& downloads, const DownloadOptions& options,
+                  std::size_t max_buffers);
+    // cancel().
+    ~DownloadQueue();
+    DownloadQueue(const DownloadQueue&) = delete;
+    DownloadQueue& operator=(const DownloadQueue&) = delete;
+
+    // The network thread's side; one thread only. `i` indexes `downloads`.
+    // Appends bytes to download i's body (its size was checked by the caller). May wait for a
+    // free buffer.
+    void append(std::size_t i, const char* data, std::size_t size);
+    // Hands over what is buffered for download i (its response ended; a resume may follow).
+    void flush(std::size_t i);
+    // Download i's body starts again from its first byte: what was handed over is dropped.
+    void restart(std::size_t i);
+    // Download i's body is complete: the worker checks it and reports a verdict.
+    void finish(std::size_t i);
+    // Download i is given up: its file is removed.
+    void abandon(std::size_t i);
+
+    // A finished download's verdict: ok (verified, hook run, file closed); transport when the
+    // body was wrong (short, or the digest differs: the file is removed, a retry may follow);
+    // any other code is fatal for the batch (the local disk, the hook) and may also name a
+    // download that was not finished yet.
+    struct Verdict {
+        std::size_t index;
+        Status status;
+    };
+    // The verdicts reported since the last call; waits up to `timeout` when there is none.
+    std::vector<Verdict> take_verdicts(std::chrono::milliseconds timeout);
+
+    // Stops the worker: what is still queued is dropped, every file not verified yet is removed,
+    // verified ones stay. Waits for the worker. Idempotent.
+    void cancel();
+
+private:
+    enum class Kind { data, restart, finish, abandon };
+    struct Buffer {
+        std::unique_ptr<char[]> bytes;
+        std::size_t size = 0;
+    };
+    struct Message {
+        std::size_t index;
+        Kind kind;
+        Buffer* buffer;  // data, or the last bytes of a finish; null otherwise
+    };
+
+    Buffer* acquire();                    // network thread
+    void post(Message message);           // network thread
+    void release(Buffer* buffer);         // worker
+    void report(std::size_t index, Status status);  // worker
+    void work();                          // the worker's loop
+    void handle(const Message& message);  // worker
+
+    const std::vector<Download>& downloads_;
+    const DownloadOptions& options_;
+    const std::size_t max_buffers_;
+
+    std::vector<Buffer*> filling_;  // network thread: per download, the buffer being filled
+
+    std::mutex mutex_;  // guards everything below up to the worker's own state
+    std::condition_variable work_cv_, buffer_cv_, verdict_cv_;
+    std::deque<Message> queue_;
+    std::vector<std::unique_ptr<Buffer>> buffers_;  // all of them, owned here
+    std::vector<Buffer*> free_;
+    std::size_t queued_buffers_ = 0;  // buffers in queue_ or being handled: the worker frees them
+    std::vector<Verdict> verdicts_;
+    bool stopping_ = false;
+    // Who sleeps on which condition variable: notified only then.
+    bool worker_idle_ = false, waiting_for_buffer_ = false, waiting_for_verdict_ = false;
+
+    // The worker's own: the open file of each download being written.
+    std::unordered_map<std::size_t, std::unique_ptr<DownloadWriter>> writers_;
+    bool failed_ = false;  // a fatal verdict was reported: everything after it is dropped
+
+    std::thread worker_;
+};
+
+}  // namespace ssync

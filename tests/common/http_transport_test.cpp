@@ -110,6 +110,15 @@ struct Fixture {
         return left;
     }
 
+    // Downloads every added file into tmp/stage through `t` and checks each one arrived whole.
+    void download_and_check(Transport& t, const DownloadOptions& options) {
+        UniqueFd dir;
+        auto downloads = this->downloads(tmp / "stage", dir);
+        Status s = t.download_all(downloads, options);
+        REQUIRE_MESSAGE(s.is_ok(), s.message());
+        check_downloaded(tmp / "stage", downloads);
+    }
+
     void check_downloaded(const std::string& staging, const std::vector<Download>& downloads) {
         for (const Download& d : downloads) {
             REQUIRE_MESSAGE(exists(staging + "/" + d.file_name), d.path);
@@ -295,13 +304,9 @@ TEST_SUITE("HttpTransport") {
             f.add("big/" + std::to_string(i), content(DownloadQueue::kBufferSize * (3 + i % 5) / 2 + i, 100 + i));
         NginxServer server(f.pub);
         auto t = open_or_fail(server.https_url(), f.options(server));
-        UniqueFd dir;
-        auto downloads = f.downloads(f.tmp / "stage", dir);
         DownloadOptions options;
         options.max_parallel = 2;
-        Status s = t->download_all(downloads, options);
-        REQUIRE_MESSAGE(s.is_ok(), s.message());
-        f.check_downloaded(f.tmp / "stage", downloads);
+        f.download_and_check(*t, options);
     }
 
     TEST_CASE("the verified hook runs once per file, on the whole file still open; its error ends the batch") {
@@ -398,13 +403,9 @@ TEST_SUITE("HttpTransport") {
         for (unsigned i = 0; i < 120; ++i) f.add("file" + std::to_string(i), content(20'000 + i, i));
         NginxServer server(f.pub);
         auto t = open_or_fail(server.http_url(), TransportOptions{});
-        UniqueFd dir;
-        auto downloads = f.downloads(f.tmp / "stage", dir);
         DownloadOptions options;
         options.max_parallel = 64;
-        Status s = t->download_all(downloads, options);
-        REQUIRE_MESSAGE(s.is_ok(), s.message());
-        f.check_downloaded(f.tmp / "stage", downloads);
+        f.download_and_check(*t, options);
         REQUIRE(logged(server, "HTTP/1.1\" 200", 120) == 120);
         std::set<std::string> connections;
         std::string log = server.access_log();
@@ -419,11 +420,7 @@ TEST_SUITE("HttpTransport") {
         for (unsigned i = 0; i < 30; ++i) f.add("file" + std::to_string(i), content(5000 + i, i));
         NginxServer server(f.pub);
         auto t = open_or_fail(server.http_url(), TransportOptions{});
-        UniqueFd dir;
-        auto downloads = f.downloads(f.tmp / "stage", dir);
-        Status s = t->download_all(downloads, DownloadOptions{});
-        REQUIRE_MESSAGE(s.is_ok(), s.message());
-        f.check_downloaded(f.tmp / "stage", downloads);
+        f.download_and_check(*t, DownloadOptions{});
         CHECK(logged(server, "HTTP/1.1\" 200", 30) == 30);
     }
 

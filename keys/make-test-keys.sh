@@ -23,7 +23,11 @@ if [[ $# -ne 1 ]]; then
 fi
 mkdir -p "$1"
 OUTDIR=$(cd "$1" && pwd)
-CREATED=20200101T000000
+# Frozen clocks ("!"): a ticking faked clock restarts at CREATED in every gpg process, so on a
+# loaded machine the subkey's primary, made seconds "later" by an earlier process, would be
+# "created in the future" and gpg would refuse to add the subkey ("Time conflict").
+CREATED='20200101T000000!'
+SUBKEY_ADDED='20200101T000100!'
 
 # gpg-agent puts its sockets in the home when /run/user/UID/gnupg does not exist, and a socket
 # path holds at most 107 bytes ("/S.gpg-agent.browser" is 20 of them).
@@ -38,7 +42,15 @@ fi
 export GNUPGHOME
 chmod 700 "$GNUPGHOME"
 SCRATCH=$(mktemp -d /tmp/ssync-rev-XXXXXX)
+# gpg's chatter goes to a log, shown only when the script fails, so a failure says why.
+LOG=$OUTDIR/make-test-keys.log
+: >"$LOG"
 cleanup() {
+    local status=$?
+    if [[ $status -ne 0 ]]; then
+        echo "$0: failed (exit $status); gpg said:" >&2
+        cat "$LOG" >&2
+    fi
     gpgconf --homedir "$GNUPGHOME" --kill all >/dev/null 2>&1 || true
     gpgconf --homedir "$SCRATCH" --kill all >/dev/null 2>&1 || true
     rm -rf "$SCRATCH"
@@ -62,7 +74,7 @@ gen() {  # NAME USAGE EXPIRE [gpg options...]
     shift 3
     "${GPG[@]}" --faked-system-time "$CREATED" "$@" \
         --quick-gen-key "ssync test key $name (TEST ONLY) <$name@test.invalid>" ed25519 "$usage" \
-        "$expire" 2>/dev/null
+        "$expire" 2>>"$LOG"
 }
 
 gen plain sign never --passphrase ''
@@ -73,8 +85,8 @@ gen subkey cert never --passphrase ''
 gen other sign never --passphrase ''
 
 # The subkey key's primary can only certify; its signatures come from this subkey.
-"${GPG[@]}" --faked-system-time "$CREATED" --passphrase '' \
-    --quick-add-key "$(fpr_of subkey@test.invalid)" ed25519 sign never 2>/dev/null
+"${GPG[@]}" --faked-system-time "$SUBKEY_ADDED" --passphrase '' \
+    --quick-add-key "$(fpr_of subkey@test.invalid)" ed25519 sign never 2>>"$LOG"
 
 : >"$OUTDIR/fingerprints"
 for name in plain passphrase expired revoked subkey other; do
@@ -89,9 +101,9 @@ done
 revoked=$(fpr_of revoked@test.invalid)
 printf 'y\n0\nssync test key revoked\n\ny\n' |
     gpg --no-tty --yes --command-fd 0 --pinentry-mode loopback --passphrase '' --armor \
-        --output "$SCRATCH/revocation.asc" --gen-revoke "$revoked" >/dev/null 2>&1
+        --output "$SCRATCH/revocation.asc" --gen-revoke "$revoked" >/dev/null 2>>"$LOG"
 "${GPG[@]}" --homedir "$SCRATCH" --import "$OUTDIR/revoked.pub.asc" "$SCRATCH/revocation.asc" \
-    2>/dev/null
+    2>>"$LOG"
 "${GPG[@]}" --homedir "$SCRATCH" --armor --export "$revoked" >"$OUTDIR/revoked.pub.asc"
 if ! "${GPG[@]}" --homedir "$SCRATCH" --with-colons --list-keys "$revoked" | grep -q '^pub:r:'; then
     echo "$0: the revocation of $revoked did not take" >&2

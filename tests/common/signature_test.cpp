@@ -10,6 +10,8 @@
 
 #include <algorithm>
 #include <optional>
+#include <sstream>
+#include <vector>
 
 #include "ssync/fs.h"
 #include "testutil.h"
@@ -503,6 +505,34 @@ TEST_SUITE("SignatureVerifier") {
         CHECK(r.status().code() == Code::untrusted);
         CHECK_MESSAGE(r.status().message().find("expired") != std::string::npos,
                       r.status().message());
+    }
+
+    TEST_CASE("the test keys are made on a frozen clock: primaries at 2020-01-01T00:00:00Z") {
+        // A ticking faked clock restarts in every gpg process: on a loaded machine the subkey's
+        // primary then looked "created in the future" to the next gpg, which refused to add the
+        // subkey, failing the whole run at random. Frozen clocks make every time exact.
+        const TestKeys& keys = test_keys();
+        ProcessResult r = run({"gpg", "--homedir", keys.home, "--batch", "--with-colons",
+                               "--list-keys"});
+        REQUIRE_MESSAGE(r.exit_status == 0, r.err);
+        std::istringstream lines(r.out);
+        std::string line;
+        int primaries = 0, subkeys = 0;
+        while (std::getline(lines, line)) {
+            std::vector<std::string> fields;
+            std::istringstream split(line);
+            for (std::string field; std::getline(split, field, ':');) fields.push_back(field);
+            if (fields.size() < 6) continue;
+            if (fields[0] == "pub") {
+                ++primaries;
+                CHECK_MESSAGE(fields[5] == "1577836800", line);
+            } else if (fields[0] == "sub") {
+                ++subkeys;
+                CHECK_MESSAGE(fields[5] == "1577836860", line);
+            }
+        }
+        CHECK(primaries == 6);
+        CHECK(subkeys == 1);
     }
 
 }  // TEST_SUITE("SignatureVerifier")

@@ -5,11 +5,15 @@
 
 #include <algorithm>
 #include <atomic>
-#include <future>
 #include <charconv>
 #include <chrono>
+#include <future>
+#include <memory>
 #include <mutex>
 #include <numeric>
+#include <optional>
+#include <utility>
+#include <vector>
 
 #include "ssync/hash.h"
 #include "ssync/parallel.h"
@@ -186,6 +190,64 @@ Status update_tree(FileSystem& fs, int pub_fd, const Manifest* previous, const M
     return Status::ok();
 }
 
+
+// What a signer knows before it hashes: the previous release, if any, and the stat cache.
+struct Baseline {
+    std::optional<Manifest> previous;
+    StatCache cache;
+    // The previous release's digests, sorted for binary search (one allocation, not one per
+    // file as in a hash set). They point into `previous`, so a Baseline is never copied.
+    std::vector<std::string_view> previous_hashes;
+
+    Baseline() = default;
+    Baseline(const Baseline&) = delete;
+    Baseline& operator=(const Baseline&) = delete;
+
+    void index_previous() {
+        if (!previous) return;
+        for (const Entry& e : previous->entries)
+            if (e.type == EntryType::file) previous_hashes.push_back(e.sha256);
+        std::sort(previous_hashes.begin(), previous_hashes.end());
+    }
+    bool in_previous(std::string_view sha256) const {
+        return std::binary_search(previous_hashes.begin(), previous_hashes.end(), sha256);
+    }
+};
+
+// A file the walk found, handed to the hashers before the walk is over.
+struct FoundFile {
+    std::size_t found = 0;
+    std::string path;
+    FileStat stat;
+};
+
+// How a file's digest was settled while the walk went on.
+struct Outcome {
+    enum Kind { unsettled, cached, hashed } kind = unsettled;
+    std::string sha256;
+    FileStat stat;      // hashed: at the time it was read
+    std::int64_t mtime = 0;
+
+    static Outcome from_stat(const struct stat& now, std::uint64_t size) {
+        Outcome o;
+        o.set_stat(now, size);
+        return o;
+    }
+    void set_stat(const struct stat& now, std::uint64_t size) {
+        auto ns = [](const struct timespec& t) {
+            return static_cast<std::int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
+        };
+        stat = {static_cast<std::uint64_t>(now.st_dev), static_cast<std::uint64_t>(now.st_ino), size,
+                ns(now.st_mtim), ns(now.st_ctim)};
+        mtime = now.st_mtim.tv_sec;
+    }
+    // What was read is what is published: its size and time, not the walk's.
+    void apply_stat(ScannedEntry& se) const {
+        se.entry.size = stat.size;
+        se.entry.mtime = mtime;
+        se.stat = stat;
+    }
+};
 }  // namespace
 
 Result<std::optional<std::string>> read_current_manifest(int pub_fd) {
@@ -224,14 +286,118 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     };
     PublishStats::Phases phases;
 
-    // Reading the previous manifest (megabytes of JSON) and walking the source tree are
-    // independent: do them at the same time.
-    auto previous_future = std::async(std::launch::async, [&] { return load_previous(pub_fd.get()); });
+    // The hashers need the previous release and the stat cache; reading them (megabytes of
+    // JSON) runs beside the walk.
+    std::shared_future<Result<std::shared_ptr<const Baseline>>> baseline =
+        std::async(std::launch::async, [&]() -> Result<std::shared_ptr<const Baseline>> {
+            auto b = std::make_shared<Baseline>();
+            SSYNC_ASSIGN_OR_RETURN(b->previous, load_previous(pub_fd.get()));
+            if (!options.rehash) b->cache = StatCache::load(signer_fd.get(), kCacheFile);
+            b->index_previous();
+            return std::shared_ptr<const Baseline>(std::move(b));
+        }).share();
+
+    auto preflight_failed = [&]() -> std::optional<Status> {
+        if (!options.preflight.valid() ||
+            options.preflight.wait_for(std::chrono::seconds(0)) != std::future_status::ready ||
+            options.preflight.get().is_ok()) {
+            return std::nullopt;
+        }
+        return options.preflight.get();
+    };
+    ObjectStore store(fs, pub_fd.get());
+
+    // Opens a file the walk found (it must still be that file) and hashes it, storing it as an
+    // object when `keep` is set. `now` receives its stat at open time: what was read is what
+    // is published, its size and time, not the walk's.
+    auto read_file = [&](const std::string& path, std::uint64_t ino, bool keep,
+                         struct stat& now) -> Result<FileDigest> {
+        std::string display = quote_path(path);
+        UniqueFd fd(open_beneath(src_fd.get(), path, O_RDONLY));
+        if (!fd) return errno_status(display);
+        if (::fstat(fd.get(), &now) != 0) return errno_status(display);
+        if (!S_ISREG(now.st_mode) || static_cast<std::uint64_t>(now.st_ino) != ino) {
+            return Status(Code::io, display + ": replaced while it was being published; run again");
+        }
+        if (keep) return store.store(fd.get(), display, nullptr);
+        return hash_fd(fd.get(), display);
+    };
+
+    // Phase one, while the walk goes on: every file whose content the publication probably
+    // holds already (its stat is cached, or the previous release has a file of that path and
+    // size) is settled by a cache lookup or by hashing it, which reads and writes nothing in
+    // the publication. What turns out new is left for phase two, after the walk has succeeded,
+    // so a walk that fails (a FIFO, an unreadable directory) leaves the publication untouched.
+    Progress progress("signing", 0, 0, options.progress);
+    std::uint64_t files_found = 0, bytes_found = 0;
+    std::mutex outcomes_mutex;
+    std::vector<std::pair<std::size_t, Outcome>> outcomes;
+    auto settle = [&](const Baseline& b, const FoundFile& f) -> Result<Outcome> {
+        Outcome o;
+        const std::string* cached = b.cache.lookup(f.path, f.stat);
+        if (cached && (b.in_previous(*cached) || store.has(*cached))) {
+            // The previous manifest's objects are never collected while it is current.
+            o.kind = Outcome::cached;
+            o.sha256 = *cached;
+            progress.add(1, f.stat.size);
+        } else if (const Entry* old = b.previous ? b.previous->find(f.path) : nullptr;
+                   old && old->type == EntryType::file && old->size == f.stat.size) {
+            struct stat now;
+            SSYNC_ASSIGN_OR_RETURN(FileDigest digest, read_file(f.path, f.stat.ino, false, now));
+            if (b.in_previous(digest.sha256) || store.has(digest.sha256)) {
+                o.kind = Outcome::hashed;
+                o.sha256 = std::move(digest.sha256);
+                o.set_stat(now, digest.size);
+                progress.add(1, digest.size);
+            }
+        }
+        return o;
+    };
+    // Files go to the workers in batches: a wake-up per file costs more than a cache lookup.
+    WorkQueue<std::vector<FoundFile>> early(options.threads, [&](std::vector<FoundFile>& batch) -> Status {
+        if (auto failed = preflight_failed()) return *failed;
+        const auto& loaded = baseline.get();
+        if (!loaded) return Status::ok();  // reported by the main thread
+        std::vector<std::pair<std::size_t, Outcome>> settled;
+        settled.reserve(batch.size());
+        for (const FoundFile& f : batch) {
+            SSYNC_ASSIGN_OR_RETURN(Outcome o, settle(**loaded, f));
+            settled.emplace_back(f.found, std::move(o));
+        }
+        std::lock_guard<std::mutex> hold(outcomes_mutex);
+        for (auto& s : settled) outcomes.push_back(std::move(s));
+        return Status::ok();
+    });
+    constexpr std::size_t kBatchFiles = 64;
+    constexpr std::uint64_t kBatchBytes = 4 << 20;
+    std::vector<FoundFile> batch;
+    std::uint64_t batch_bytes = 0;
+    auto send_batch = [&] {
+        if (batch.empty()) return;
+        early.push(std::move(batch));
+        batch.clear();
+        batch_bytes = 0;
+    };
     ScanOptions scan_options;
     scan_options.special = options.special;
+    scan_options.on_file = [&](const ScannedEntry& se) {
+        progress.set_totals(++files_found, bytes_found += se.entry.size);
+        batch.push_back(FoundFile{se.found, se.entry.path, se.stat});
+        batch_bytes += se.entry.size;
+        if (batch.size() >= kBatchFiles || batch_bytes >= kBatchBytes) send_batch();
+    };
     auto scanned_result = scan_tree(src_fd.get(), scan_options);
-    SSYNC_ASSIGN_OR_RETURN(std::optional<Manifest> previous, previous_future.get());
+    if (scanned_result) {
+        send_batch();
+    } else {
+        early.cancel();
+    }
+    Status early_status = early.finish();
     SSYNC_ASSIGN_OR_RETURN(std::vector<ScannedEntry> scanned, std::move(scanned_result));
+    SSYNC_ASSIGN_OR_RETURN(std::shared_ptr<const Baseline> loaded, baseline.get());
+    if (auto failed = preflight_failed()) return *failed;
+    SSYNC_RETURN_IF_ERROR(early_status);
+    const std::optional<Manifest>& previous = loaded->previous;
     Manifest next;
     next.name = options.name;
     if (previous) {
@@ -252,85 +418,43 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     next.expires = options.now + options.valid_for;
     phases.scan = lap();
 
-    auto preflight_failed = [&]() -> std::optional<Status> {
-        if (!options.preflight.valid() ||
-            options.preflight.wait_for(std::chrono::seconds(0)) != std::future_status::ready ||
-            options.preflight.get().is_ok()) {
-            return std::nullopt;
-        }
-        return options.preflight.get();
-    };
-    if (auto failed = preflight_failed()) return *failed;
-    StatCache cache = options.rehash ? StatCache() : StatCache::load(signer_fd.get(), kCacheFile);
-    ObjectStore store(fs, pub_fd.get());
-    SSYNC_RETURN_IF_ERROR(store.prepare());
-
-    // Hash the largest files first so that no core is left with one big file at the end.
+    // Phase two: store what is new, the largest files first so that no core is left with one
+    // big file at the end.
+    std::vector<Outcome> by_found(files_found);
+    for (auto& [found, o] : outcomes) by_found[found] = std::move(o);
+    outcomes.clear();
+    PublishResult result;
     std::vector<std::size_t> files;
-    std::uint64_t total_bytes = 0;
     for (std::size_t i = 0; i < scanned.size(); ++i) {
-        if (scanned[i].entry.type == EntryType::file) {
-            files.push_back(i);
-            total_bytes += scanned[i].entry.size;
+        ScannedEntry& se = scanned[i];
+        if (se.entry.type != EntryType::file) continue;
+        Outcome& o = by_found[se.found];
+        switch (o.kind) {
+            case Outcome::cached:
+                se.entry.sha256 = std::move(o.sha256);
+                result.stats.files_cached++;
+                break;
+            case Outcome::hashed:
+                se.entry.sha256 = std::move(o.sha256);
+                o.apply_stat(se);
+                result.stats.files_hashed++;
+                result.stats.bytes_hashed += se.entry.size;
+                break;
+            case Outcome::unsettled: files.push_back(i); break;
         }
     }
     std::sort(files.begin(), files.end(), [&](std::size_t a, std::size_t b) {
         return scanned[a].entry.size > scanned[b].entry.size;
     });
-    // The previous release's digests, sorted for binary search (one allocation, not one per
-    // file as in a hash set).
-    std::vector<std::string_view> previous_hashes;
-    if (previous) {
-        for (const Entry& e : previous->entries)
-            if (e.type == EntryType::file) previous_hashes.push_back(e.sha256);
-        std::sort(previous_hashes.begin(), previous_hashes.end());
-    }
-    auto in_previous = [&](std::string_view sha256) {
-        return std::binary_search(previous_hashes.begin(), previous_hashes.end(), sha256);
-    };
-
-    Progress progress("signing", files.size(), total_bytes, options.progress);
-    std::atomic<std::uint64_t> hashed{0}, cached{0}, bytes_hashed{0};
+    SSYNC_RETURN_IF_ERROR(store.prepare());
+    std::atomic<std::uint64_t> hashed{0}, bytes_hashed{0};
     Status st = parallel_for(files.size(), options.threads, [&](std::size_t k) -> Status {
         if (auto failed = preflight_failed()) return *failed;
         ScannedEntry& se = scanned[files[k]];
-        Entry& e = se.entry;
-        if (const std::string* h = cache.lookup(e.path, se.stat)) {
-            // The previous manifest's objects are never collected while it is current.
-            if (in_previous(*h) || store.has(*h)) {
-                e.sha256 = *h;
-                cached++;
-                progress.add(1, e.size);
-                return Status::ok();
-            }
-        }
-        std::string display = quote_path(e.path);
-        UniqueFd fd(open_beneath(src_fd.get(), e.path, O_RDONLY));
-        if (!fd) return errno_status(display);
         struct stat now;
-        if (::fstat(fd.get(), &now) != 0) return errno_status(display);
-        if (!S_ISREG(now.st_mode) || static_cast<std::uint64_t>(now.st_ino) != se.stat.ino) {
-            return Status(Code::io, display + ": replaced while it was being published; run again");
-        }
-        FileDigest digest;
-        const Entry* old = previous ? previous->find(e.path) : nullptr;
-        if (old && old->type == EntryType::file && old->size == e.size) {
-            // Probably unchanged: hash without writing, and store only if the object is new.
-            SSYNC_ASSIGN_OR_RETURN(digest, hash_fd(fd.get(), display));
-            if (!in_previous(digest.sha256) && !store.has(digest.sha256)) {
-                if (::lseek(fd.get(), 0, SEEK_SET) != 0) return errno_status(display);
-                SSYNC_ASSIGN_OR_RETURN(digest, store.store(fd.get(), display, &digest.sha256));
-            }
-        } else {
-            SSYNC_ASSIGN_OR_RETURN(digest, store.store(fd.get(), display, nullptr));
-        }
-        // What was read is what is published: its size and time, not the scan's.
-        e.sha256 = digest.sha256;
-        e.size = digest.size;
-        e.mtime = now.st_mtim.tv_sec;
-        se.stat.size = digest.size;
-        se.stat.mtime_ns = static_cast<std::int64_t>(now.st_mtim.tv_sec) * 1000000000 + now.st_mtim.tv_nsec;
-        se.stat.ctime_ns = static_cast<std::int64_t>(now.st_ctim.tv_sec) * 1000000000 + now.st_ctim.tv_nsec;
+        SSYNC_ASSIGN_OR_RETURN(FileDigest digest, read_file(se.entry.path, se.stat.ino, true, now));
+        se.entry.sha256 = std::move(digest.sha256);
+        Outcome::from_stat(now, digest.size).apply_stat(se);
         hashed++;
         bytes_hashed += digest.size;
         progress.add(1, digest.size);
@@ -339,10 +463,8 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     progress.finish();
     SSYNC_RETURN_IF_ERROR(st);
 
-    PublishResult result;
-    result.stats.files_hashed = hashed;
-    result.stats.files_cached = cached;
-    result.stats.bytes_hashed = bytes_hashed;
+    result.stats.files_hashed += hashed;
+    result.stats.bytes_hashed += bytes_hashed;
     result.stats.objects_stored = store.objects_stored_;
     result.stats.bytes_stored = store.bytes_stored_;
     std::string new_cache = StatCache::format(scanned);

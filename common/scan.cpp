@@ -21,6 +21,7 @@ std::int64_t ns(const struct timespec& ts) {
 struct Walker {
     const ScanOptions& options;
     std::vector<ScannedEntry>& out;
+    std::size_t files_found = 0;
 
     Status walk(int dirfd, const std::string& prefix) {
         SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> listing,
@@ -57,6 +58,8 @@ struct Walker {
                 e.mtime = st.st_mtim.tv_sec;
                 se.stat = {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
                            static_cast<std::uint64_t>(st.st_size), ns(st.st_mtim), ns(st.st_ctim)};
+                se.found = files_found++;
+                if (options.on_file) options.on_file(se);
                 out.push_back(std::move(se));
             } else if (S_ISLNK(st.st_mode)) {
                 e.type = EntryType::symlink;

@@ -2,7 +2,9 @@
 // hashing files that did not change.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <unordered_map>
 #include <vector>
@@ -25,6 +27,7 @@ struct ScannedEntry {
     Entry entry;    // for files, entry.sha256 is empty until hashed
     FileStat stat;  // files only
     const char* special = nullptr;  // with SpecialFiles::include: "a FIFO", "a socket"...
+    std::size_t found = 0;          // files only: how many files the walk found before this one
 };
 
 // What to do with devices, FIFOs and sockets: refuse (an error naming the path), skip them, or
@@ -33,6 +36,10 @@ enum class SpecialFiles { refuse, skip, include };
 
 struct ScanOptions {
     SpecialFiles special = SpecialFiles::refuse;
+    // Called for each regular file (not special files) the moment the walk finds it, before
+    // the result is sorted: lets a caller start hashing while the walk goes on. The entry's
+    // `found` number identifies it again in the sorted result.
+    std::function<void(const ScannedEntry&)> on_file;
 };
 
 // Walks `root` (never following a symlink inside it) and returns its entries sorted bytewise by

@@ -182,6 +182,63 @@ TEST_SUITE("Publication") {
         CHECK_FALSE(test::exists(pub / "objects/tmp/t999-0"));
     }
 
+    // Hashing starts while the walk goes on; storing waits until the walk has succeeded.
+    TEST_CASE("a walk that fails late stores nothing, though earlier files were already hashed") {
+        for (bool rehash : {false, true}) {
+            CAPTURE(rehash);
+            test::TempDir src, pub;
+            make_source(src.path());
+            REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+            auto objects = [&] { return test::run({"find", pub / "objects", "-type", "f"}).out; };
+            std::string before = objects();
+            // Walked before the FIFO: a same-size edit (hashed early, found new) and a new file,
+            // then enough unchanged files that the hashers are done with the first two long
+            // before the walk reaches the FIFO.
+            test::write_file(src / "index.html", "<h1>ho</h1>");
+            test::write_file(src / "a-new", "new content");
+            for (int i = 0; i < 2000; ++i) test::write_file(src / ("m/" + std::to_string(i)), "");
+            REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+            before = objects();
+            test::write_file(src / "index.html", "<h1>hu</h1>");
+            test::write_file(src / "a-new", "newer content");
+            REQUIRE(::mkfifo((src / "zz-fifo").c_str(), 0600) == 0);
+            PublishOptions o = options();
+            o.rehash = rehash;
+            auto r = publish(src.path(), pub.path(), o, fake_sign);
+            REQUIRE_FALSE(r.is_ok());
+            CHECK(r.status().message().find("zz-fifo") != std::string::npos);
+            CHECK(objects() == before);
+            CHECK(test::read_file(pub / "latest") == "2\n");
+            CHECK(test::read_file(pub / "tree/index.html") == "<h1>ho</h1>");
+            // Without the FIFO the same run publishes both, each stored once.
+            REQUIRE(::unlink((src / "zz-fifo").c_str()) == 0);
+            auto ok = publish(src.path(), pub.path(), o, fake_sign);
+            REQUIRE(ok.is_ok());
+            CHECK(ok->stats.objects_stored == 2);
+            CHECK(ok->manifest.find("index.html")->sha256 == sha256_hex("<h1>hu</h1>"));
+            CHECK(test::read_file(pub / layout::object_path(sha256_hex("newer content"))) == "newer content");
+            CHECK(ok->stats.files_hashed == (rehash ? 2004u : 2u));
+            CHECK(ok->stats.files_cached == (rehash ? 0u : 2002u));
+        }
+    }
+
+    TEST_CASE("--rehash publishes each file's size and time as read, and counts its bytes") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        PublishOptions o = options();
+        o.rehash = true;
+        auto r = publish(src.path(), pub.path(), o, fake_sign);
+        REQUIRE(r.is_ok());
+        struct stat st;
+        REQUIRE(::stat((src / "bin/tool").c_str(), &st) == 0);
+        const Entry* tool = r->manifest.find("bin/tool");
+        REQUIRE(tool);
+        CHECK(tool->size == static_cast<std::uint64_t>(st.st_size));
+        CHECK(tool->mtime == st.st_mtim.tv_sec);
+        CHECK(r->stats.bytes_hashed == 2 * 11 + 20);
+    }
+
     TEST_CASE("the publication cannot be the source") {
         test::TempDir src;
         make_source(src.path());

@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <unistd.h>
 
@@ -169,6 +170,37 @@ TEST_SUITE("TreeScanner") {
         REQUIRE(second.is_ok());
         CHECK(first->size() == 3);
         CHECK(second->size() == 3);
+    }
+}
+}  // namespace ssync
+
+namespace ssync {
+TEST_SUITE("TreeScanner") {
+    TEST_CASE("on_file sees each regular file as it is found; `found` numbers them in walk order") {
+        test::TempDir dir;
+        test::write_file(dir / "b/z", "1");
+        test::write_file(dir / "a-b", "22");
+        test::write_file(dir / "a/c", "333");
+        REQUIRE(::symlink("a-b", (dir / "link").c_str()) == 0);
+        REQUIRE(::mkfifo((dir / "fifo").c_str(), 0600) == 0);
+        auto fd = open_dir_trusted(dir.path());
+        REQUIRE(fd.is_ok());
+        std::vector<std::pair<std::size_t, std::string>> calls;
+        ScanOptions options;
+        options.special = SpecialFiles::include;
+        options.on_file = [&](const ScannedEntry& se) { calls.emplace_back(se.found, se.entry.path); };
+        auto scanned = scan_tree(fd->get(), options);
+        REQUIRE(scanned.is_ok());
+        // Walk order: names sorted per directory, a directory's contents right after it.
+        REQUIRE(calls.size() == 3);
+        CHECK(calls[0] == std::make_pair(std::size_t{0}, std::string("a/c")));
+        CHECK(calls[1] == std::make_pair(std::size_t{1}, std::string("a-b")));
+        CHECK(calls[2] == std::make_pair(std::size_t{2}, std::string("b/z")));
+        // The sorted result carries the same numbers, so a caller can match them up.
+        for (const ScannedEntry& se : *scanned) {
+            if (se.entry.type != EntryType::file || se.special) continue;
+            CHECK(calls.at(se.found).second == se.entry.path);
+        }
     }
 }
 }  // namespace ssync

@@ -2,6 +2,7 @@
 
 #include <dirent.h>
 #include <stdio.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -163,6 +164,42 @@ Result<std::string> read_file_bounded(int dirfd, const std::string& path, std::u
         data.append(buf, static_cast<std::size_t>(got));
     }
     return data;
+}
+
+Result<MappedFile> MappedFile::open(int dirfd, const std::string& path, std::uint64_t max_bytes,
+                                    const std::string& display) {
+    UniqueFd fd(::openat(dirfd, path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
+    if (!fd) return errno_status(display);
+    struct stat st;
+    if (::fstat(fd.get(), &st) != 0) return errno_status(display);
+    if (!S_ISREG(st.st_mode)) return Status(Code::io, display + ": not a regular file");
+    if (static_cast<std::uint64_t>(st.st_size) > max_bytes) {
+        return Status(Code::too_large, display + ": larger than the limit of " +
+                                    std::to_string(max_bytes) + " bytes");
+    }
+    MappedFile m;
+    if (st.st_size == 0) return m;
+    void* p = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ, MAP_PRIVATE | MAP_POPULATE,
+                     fd.get(), 0);
+    if (p == MAP_FAILED) return errno_status(display + ": mmap");
+    m.data_ = p;
+    m.size_ = static_cast<std::size_t>(st.st_size);
+    return m;
+}
+
+MappedFile& MappedFile::operator=(MappedFile&& o) noexcept {
+    if (this != &o) {
+        if (data_) ::munmap(data_, size_);
+        data_ = o.data_;
+        size_ = o.size_;
+        o.data_ = nullptr;
+        o.size_ = 0;
+    }
+    return *this;
+}
+
+MappedFile::~MappedFile() {
+    if (data_) ::munmap(data_, size_);
 }
 
 Result<std::string> read_file_bounded(const std::string& path, std::uint64_t max_bytes) {

@@ -178,8 +178,8 @@ Result<Plan> Installer::plan(const Manifest& manifest) {
     for (std::size_t i = 0; i < actual.size(); ++i) {
         const ScannedEntry& a = actual[i];
         if (a.entry.type != EntryType::file || a.special) continue;
-        if (const std::string* h = cache.lookup(a.entry.path, a.stat)) {
-            known_hashes_[a.entry.path] = *h;
+        if (std::string_view h = cache.lookup(a.entry.path, a.stat); !h.empty()) {
+            known_hashes_[a.entry.path] = std::string(h);
         } else if (wanted_sizes.count(a.entry.size)) {
             to_hash.push_back(i);
         }
@@ -554,13 +554,12 @@ Status Installer::record_into(int tree_fd, int tree_meta_fd, const std::string& 
     scan_options.special = SpecialFiles::skip;
     auto actual = scan_tree(tree_fd, scan_options);
     if (actual) {
-        StatCache cache;
-        for (const ScannedEntry& a : *actual) {
+        for (ScannedEntry& a : *actual) {
             if (a.entry.type != EntryType::file) continue;
             const Entry* e = manifest.find(a.entry.path);
-            if (e && e->type == EntryType::file && e->size == a.entry.size) cache.put(a.entry.path, a.stat, e->sha256);
+            if (e && e->type == EntryType::file && e->size == a.entry.size) a.entry.sha256 = e->sha256;
         }
-        (void)cache.save(*fs_, tree_meta_fd, kStatCache);
+        (void)write_file_atomic(*fs_, tree_meta_fd, kStatCache, StatCache::format(*actual), 0600, kStatCache);
         // Only a cache: a missing or stale stamp just means the next run plans in full.
         (void)write_file_atomic(*fs_, tree_meta_fd, kTreeStamp,
                                 sha256_hex(manifest_bytes) + " " + stamp_with_policy(*actual) + "\n", 0644,

@@ -526,7 +526,11 @@ std::string write_manifest(const Manifest& m) {
     // Appends in place: a manifest of 20,000 entries is written on every release and every
     // sync, so no temporary string per field.
     std::string out;
-    out.reserve(256 + m.entries.size() * 240);
+    // Generous: pages of the reservation that are never written are never touched, while
+    // growing past it would copy megabytes into fresh memory.
+    std::size_t estimate = 256;
+    for (const Entry& e : m.entries) estimate += 224 + 2 * (e.path.size() + e.target.size()) + e.user.size() + e.group.size();
+    out.reserve(estimate);
     out += "{\n";
     out += "  \"format\": \"ssync-manifest\",\n";
     out += "  \"version\": ";

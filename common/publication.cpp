@@ -191,29 +191,6 @@ Status update_tree(FileSystem& fs, int pub_fd, const Manifest* previous, const M
 }
 
 
-// What a signer knows before it hashes: the previous release, if any, and the stat cache.
-struct Baseline {
-    std::optional<Manifest> previous;
-    StatCache cache;
-    // The previous release's digests, sorted for binary search (one allocation, not one per
-    // file as in a hash set). They point into `previous`, so a Baseline is never copied.
-    std::vector<std::string_view> previous_hashes;
-
-    Baseline() = default;
-    Baseline(const Baseline&) = delete;
-    Baseline& operator=(const Baseline&) = delete;
-
-    void index_previous() {
-        if (!previous) return;
-        for (const Entry& e : previous->entries)
-            if (e.type == EntryType::file) previous_hashes.push_back(e.sha256);
-        std::sort(previous_hashes.begin(), previous_hashes.end());
-    }
-    bool in_previous(std::string_view sha256) const {
-        return std::binary_search(previous_hashes.begin(), previous_hashes.end(), sha256);
-    }
-};
-
 // A file the walk found, handed to the hashers before the walk is over.
 struct FoundFile {
     std::size_t found = 0;
@@ -286,16 +263,12 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     };
     PublishStats::Phases phases;
 
-    // The hashers need the previous release and the stat cache; reading them (megabytes of
-    // JSON) runs beside the walk.
-    std::shared_future<Result<std::shared_ptr<const Baseline>>> baseline =
-        std::async(std::launch::async, [&]() -> Result<std::shared_ptr<const Baseline>> {
-            auto b = std::make_shared<Baseline>();
-            SSYNC_ASSIGN_OR_RETURN(b->previous, load_previous(pub_fd.get()));
-            if (!options.rehash) b->cache = StatCache::load(signer_fd.get(), kCacheFile);
-            b->index_previous();
-            return std::shared_ptr<const Baseline>(std::move(b));
-        }).share();
+    // The stat cache tells the hashers which files the publication probably holds: it is flat
+    // and small, read beside the walk. The previous manifest (megabytes of JSON) is needed only
+    // once the walk is over; it is parsed meanwhile.
+    std::shared_future<StatCache> cache_future =
+        std::async(std::launch::async, [&] { return StatCache::load(signer_fd.get(), kCacheFile); }).share();
+    auto previous_future = std::async(std::launch::async, [&] { return load_previous(pub_fd.get()); });
 
     auto preflight_failed = [&]() -> std::optional<Status> {
         if (!options.preflight.valid() ||
@@ -307,62 +280,58 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     };
     ObjectStore store(fs, pub_fd.get());
 
-    // Opens a file the walk found (it must still be that file) and hashes it, storing it as an
-    // object when `keep` is set. `now` receives its stat at open time: what was read is what
-    // is published, its size and time, not the walk's.
-    auto read_file = [&](const std::string& path, std::uint64_t ino, bool keep,
-                         struct stat& now) -> Result<FileDigest> {
-        std::string display = quote_path(path);
+    // Opens a file the walk found, which must still be that file. `now` receives its stat at
+    // open time: what is read is what is published, its size and time, not the walk's.
+    auto open_found = [&](const std::string& path, const std::string& display, std::uint64_t ino,
+                          struct stat& now) -> Result<UniqueFd> {
         UniqueFd fd(open_beneath(src_fd.get(), path, O_RDONLY));
         if (!fd) return errno_status(display);
         if (::fstat(fd.get(), &now) != 0) return errno_status(display);
         if (!S_ISREG(now.st_mode) || static_cast<std::uint64_t>(now.st_ino) != ino) {
             return Status(Code::io, display + ": replaced while it was being published; run again");
         }
-        if (keep) return store.store(fd.get(), display, nullptr);
-        return hash_fd(fd.get(), display);
+        return fd;
     };
 
-    // Phase one, while the walk goes on: every file whose content the publication probably
-    // holds already (its stat is cached, or the previous release has a file of that path and
-    // size) is settled by a cache lookup or by hashing it, which reads and writes nothing in
-    // the publication. What turns out new is left for phase two, after the walk has succeeded,
-    // so a walk that fails (a FIFO, an unreadable directory) leaves the publication untouched.
+    // Phase one, while the walk goes on: a file the last run recorded in the stat cache is
+    // settled by the cache (same stat) or by hashing it (same size, so probably the same
+    // content), which reads and writes nothing in the publication. Whether the publication
+    // really holds that content is checked after the walk; what it lacks, and every other
+    // file, is stored in phase two, once the walk has succeeded: a walk that fails (a FIFO, an
+    // unreadable directory) leaves the publication untouched.
     Progress progress("signing", 0, 0, options.progress);
     std::uint64_t files_found = 0, bytes_found = 0;
     std::mutex outcomes_mutex;
     std::vector<std::pair<std::size_t, Outcome>> outcomes;
-    auto settle = [&](const Baseline& b, const FoundFile& f) -> Result<Outcome> {
+    auto settle = [&](const StatCache& cache, const FoundFile& f) -> Result<Outcome> {
         Outcome o;
-        const std::string* cached = b.cache.lookup(f.path, f.stat);
-        if (cached && (b.in_previous(*cached) || store.has(*cached))) {
-            // The previous manifest's objects are never collected while it is current.
+        const StatCache::Record* r = cache.find(f.path);
+        if (!r) return o;
+        if (!options.rehash && r->stat == f.stat) {
             o.kind = Outcome::cached;
-            o.sha256 = *cached;
+            o.sha256 = std::string(r->sha256);
             progress.add(1, f.stat.size);
-        } else if (const Entry* old = b.previous ? b.previous->find(f.path) : nullptr;
-                   old && old->type == EntryType::file && old->size == f.stat.size) {
+        } else if (r->stat.size == f.stat.size) {
+            std::string display = quote_path(f.path);
             struct stat now;
-            SSYNC_ASSIGN_OR_RETURN(FileDigest digest, read_file(f.path, f.stat.ino, false, now));
-            if (b.in_previous(digest.sha256) || store.has(digest.sha256)) {
-                o.kind = Outcome::hashed;
-                o.sha256 = std::move(digest.sha256);
-                o.set_stat(now, digest.size);
-                progress.add(1, digest.size);
-            }
+            SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_found(f.path, display, f.stat.ino, now));
+            SSYNC_ASSIGN_OR_RETURN(FileDigest digest, hash_fd(fd.get(), display));
+            o.kind = Outcome::hashed;
+            o.sha256 = std::move(digest.sha256);
+            o.set_stat(now, digest.size);
+            progress.add(1, digest.size);
         }
         return o;
     };
     // Files go to the workers in batches: a wake-up per file costs more than a cache lookup.
     WorkQueue<std::vector<FoundFile>> early(options.threads, [&](std::vector<FoundFile>& batch) -> Status {
         if (auto failed = preflight_failed()) return *failed;
-        const auto& loaded = baseline.get();
-        if (!loaded) return Status::ok();  // reported by the main thread
+        const StatCache& cache = cache_future.get();
         std::vector<std::pair<std::size_t, Outcome>> settled;
         settled.reserve(batch.size());
         for (const FoundFile& f : batch) {
-            SSYNC_ASSIGN_OR_RETURN(Outcome o, settle(**loaded, f));
-            settled.emplace_back(f.found, std::move(o));
+            SSYNC_ASSIGN_OR_RETURN(Outcome o, settle(cache, f));
+            if (o.kind != Outcome::unsettled) settled.emplace_back(f.found, std::move(o));
         }
         std::lock_guard<std::mutex> hold(outcomes_mutex);
         for (auto& s : settled) outcomes.push_back(std::move(s));
@@ -394,10 +363,9 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     }
     Status early_status = early.finish();
     SSYNC_ASSIGN_OR_RETURN(std::vector<ScannedEntry> scanned, std::move(scanned_result));
-    SSYNC_ASSIGN_OR_RETURN(std::shared_ptr<const Baseline> loaded, baseline.get());
+    SSYNC_ASSIGN_OR_RETURN(std::optional<Manifest> previous, previous_future.get());
     if (auto failed = preflight_failed()) return *failed;
     SSYNC_RETURN_IF_ERROR(early_status);
-    const std::optional<Manifest>& previous = loaded->previous;
     Manifest next;
     next.name = options.name;
     if (previous) {
@@ -418,17 +386,39 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     next.expires = options.now + options.valid_for;
     phases.scan = lap();
 
+    // The previous release's digests, sorted for binary search (one allocation, not one per
+    // file as in a hash set). Its objects are never collected while it is current.
+    std::vector<std::string_view> previous_hashes;
+    if (previous) {
+        previous_hashes.reserve(previous->entries.size());
+        for (const Entry& e : previous->entries)
+            if (e.type == EntryType::file) previous_hashes.push_back(e.sha256);
+        std::sort(previous_hashes.begin(), previous_hashes.end());
+    }
+    auto held = [&](std::string_view sha256) {
+        return std::binary_search(previous_hashes.begin(), previous_hashes.end(), sha256) ||
+               store.has(std::string(sha256));
+    };
+
     // Phase two: store what is new, the largest files first so that no core is left with one
     // big file at the end.
     std::vector<Outcome> by_found(files_found);
     for (auto& [found, o] : outcomes) by_found[found] = std::move(o);
-    outcomes.clear();
+    outcomes = {};
     PublishResult result;
-    std::vector<std::size_t> files;
+    struct ToStore {
+        std::size_t index;
+        bool known_new;  // hashed in phase one and not held: no need to hash before storing
+    };
+    std::vector<ToStore> files;
     for (std::size_t i = 0; i < scanned.size(); ++i) {
         ScannedEntry& se = scanned[i];
         if (se.entry.type != EntryType::file) continue;
         Outcome& o = by_found[se.found];
+        if (o.kind != Outcome::unsettled && !held(o.sha256)) {
+            files.push_back({i, o.kind == Outcome::hashed});
+            continue;
+        }
         switch (o.kind) {
             case Outcome::cached:
                 se.entry.sha256 = std::move(o.sha256);
@@ -440,20 +430,35 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
                 result.stats.files_hashed++;
                 result.stats.bytes_hashed += se.entry.size;
                 break;
-            case Outcome::unsettled: files.push_back(i); break;
+            case Outcome::unsettled: files.push_back({i, false}); break;
         }
     }
-    std::sort(files.begin(), files.end(), [&](std::size_t a, std::size_t b) {
-        return scanned[a].entry.size > scanned[b].entry.size;
+    std::sort(files.begin(), files.end(), [&](const ToStore& a, const ToStore& b) {
+        return scanned[a.index].entry.size > scanned[b.index].entry.size;
     });
     SSYNC_RETURN_IF_ERROR(store.prepare());
     std::atomic<std::uint64_t> hashed{0}, bytes_hashed{0};
     Status st = parallel_for(files.size(), options.threads, [&](std::size_t k) -> Status {
         if (auto failed = preflight_failed()) return *failed;
-        ScannedEntry& se = scanned[files[k]];
+        ScannedEntry& se = scanned[files[k].index];
+        Entry& e = se.entry;
+        std::string display = quote_path(e.path);
         struct stat now;
-        SSYNC_ASSIGN_OR_RETURN(FileDigest digest, read_file(se.entry.path, se.stat.ino, true, now));
-        se.entry.sha256 = std::move(digest.sha256);
+        SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_found(e.path, display, se.stat.ino, now));
+        FileDigest digest;
+        const Entry* old = previous && !files[k].known_new ? previous->find(e.path) : nullptr;
+        if (old && old->type == EntryType::file && old->size == e.size) {
+            // Probably unchanged (no stat cache told us so): hash without writing, and store
+            // only if the object is new.
+            SSYNC_ASSIGN_OR_RETURN(digest, hash_fd(fd.get(), display));
+            if (!held(digest.sha256)) {
+                if (::lseek(fd.get(), 0, SEEK_SET) != 0) return errno_status(display);
+                SSYNC_ASSIGN_OR_RETURN(digest, store.store(fd.get(), display, &digest.sha256));
+            }
+        } else {
+            SSYNC_ASSIGN_OR_RETURN(digest, store.store(fd.get(), display, nullptr));
+        }
+        e.sha256 = std::move(digest.sha256);
         Outcome::from_stat(now, digest.size).apply_stat(se);
         hashed++;
         bytes_hashed += digest.size;
@@ -467,8 +472,9 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     result.stats.bytes_hashed += bytes_hashed;
     result.stats.objects_stored = store.objects_stored_;
     result.stats.bytes_stored = store.bytes_stored_;
-    std::string new_cache = StatCache::format(scanned);
     next.entries.reserve(scanned.size());
+    std::vector<FileStat> stats;
+    stats.reserve(scanned.size());
     for (ScannedEntry& se : scanned) {
         switch (se.entry.type) {
             case EntryType::file: result.stats.files++; break;
@@ -476,7 +482,16 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
             case EntryType::symlink: result.stats.symlinks++; break;
         }
         next.entries.push_back(std::move(se.entry));
+        stats.push_back(se.stat);
     }
+    scanned = {};
+    // The cache only saves work (and every digest it gives is checked against the objects
+    // held), so it is made and written while the release is checked and signed; failing to
+    // write it must not fail a release. `next.entries` stays as it is until this is done.
+    auto cache_written = std::async(std::launch::async, [&fs, &signer_fd, &next, stats = std::move(stats)] {
+        std::string cache = StatCache::format(next.entries, stats);
+        (void)write_file_atomic(fs, signer_fd.get(), kCacheFile, cache, 0600, kCacheFile);
+    });
     SSYNC_RETURN_IF_ERROR(check_manifest(next).with_context("new manifest"));
 
     // Every object must be on disk before a signed manifest can point at it. syncfs flushes
@@ -512,13 +527,13 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     }
     SSYNC_RETURN_IF_ERROR(sync_dir(fs, pub_fd.get(), publication));
     SSYNC_RETURN_IF_ERROR(update_tree(fs, pub_fd.get(), previous ? &*previous : nullptr, next));
-    // The cache only saves work; failing to write it must not fail a published release.
-    (void)write_file_atomic(fs, signer_fd.get(), kCacheFile, new_cache, 0600, kCacheFile);
+    cache_written.wait();
 
     phases.write = lap();
     result.stats.phases = phases;
     result.manifest_sha256 = sha256_hex(bytes);
     result.manifest = std::move(next);
+    result.previous = std::move(previous);
     return result;
 }
 

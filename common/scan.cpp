@@ -6,7 +6,9 @@
 
 #include <algorithm>
 #include <charconv>
+#include <deque>
 #include <mutex>
+#include <unordered_map>
 
 #include "ssync/hash.h"
 
@@ -20,7 +22,8 @@ std::int64_t ns(const struct timespec& ts) {
 
 struct Walker {
     const ScanOptions& options;
-    std::vector<ScannedEntry>& out;
+    // A deque: growing it never moves what it holds (entries are 256 bytes with five strings).
+    std::deque<ScannedEntry>& out;
     std::size_t files_found = 0;
 
     Status walk(int dirfd, const std::string& prefix) {
@@ -109,13 +112,20 @@ struct Walker {
 }  // namespace
 
 Result<std::vector<ScannedEntry>> scan_tree(int root_fd, const ScanOptions& options) {
-    std::vector<ScannedEntry> out;
-    Walker walker{options, out};
+    std::deque<ScannedEntry> found;
+    Walker walker{options, found};
     SSYNC_RETURN_IF_ERROR(walker.walk(root_fd, ""));
     // The walk sorts names per directory, which is not bytewise order of whole paths ("a/b"
-    // comes after "a-b" bytewise, but the walk visits a/ first).
-    std::sort(out.begin(), out.end(),
-              [](const ScannedEntry& a, const ScannedEntry& b) { return a.entry.path < b.entry.path; });
+    // comes after "a-b" bytewise, but the walk visits a/ first). Sorting pointers, then moving
+    // each entry once into place, is cheaper than sorting the entries themselves.
+    std::vector<ScannedEntry*> order;
+    order.reserve(found.size());
+    for (ScannedEntry& se : found) order.push_back(&se);
+    auto by_path = [](const ScannedEntry* a, const ScannedEntry* b) { return a->entry.path < b->entry.path; };
+    if (!std::is_sorted(order.begin(), order.end(), by_path)) std::sort(order.begin(), order.end(), by_path);
+    std::vector<ScannedEntry> out;
+    out.reserve(order.size());
+    for (ScannedEntry* se : order) out.push_back(std::move(*se));
     return out;
 }
 
@@ -177,10 +187,14 @@ std::string group_name(std::uint32_t gid) {
 //   <sha256> <size> <mtime_ns> <ctime_ns> <ino> <dev> <path length> <path>\n
 // The explicit length keeps any byte in a path unambiguous.
 StatCache StatCache::load(int dirfd, const std::string& name) {
-    StatCache cache;
-    auto data = read_file_bounded(dirfd, name, 1ull << 30, name);
-    if (!data) return cache;
-    std::string_view s = *data;
+    // Mapped, not read: only ssync replaces the file, always by rename, so the mapped bytes
+    // never change or shrink under us.
+    auto mapped = MappedFile::open(dirfd, name, 1ull << 30, name);
+    if (!mapped) return StatCache();
+    auto bytes = std::make_shared<const MappedFile>(std::move(mapped).value());
+    std::string_view s = bytes->bytes();
+    std::vector<Record> records;
+    records.reserve(s.size() / 128);
     std::size_t pos = 0;
     auto field = [&](auto& value) {
         std::size_t sp = s.find(' ', pos);
@@ -193,17 +207,26 @@ StatCache StatCache::load(int dirfd, const std::string& name) {
     while (pos < s.size()) {
         if (pos + 65 > s.size() || s[pos + 64] != ' ') return StatCache();
         Record r;
-        r.sha256 = std::string(s.substr(pos, 64));
+        r.sha256 = s.substr(pos, 64);
         pos += 65;
         std::size_t len = 0;
         if (!field(r.stat.size) || !field(r.stat.mtime_ns) || !field(r.stat.ctime_ns) ||
             !field(r.stat.ino) || !field(r.stat.dev) || !field(len)) {
             return StatCache();
         }
-        if (pos + len + 1 > s.size() || s[pos + len] != '\n') return StatCache();
-        cache.map_.emplace(std::string(s.substr(pos, len)), std::move(r));
+        if (len > s.size() - pos || pos + len >= s.size() || s[pos + len] != '\n') return StatCache();
+        r.path = s.substr(pos, len);
+        records.push_back(r);
         pos += len + 1;
     }
+    auto by_path = [](const Record& a, const Record& b) { return a.path < b.path; };
+    // format() writes in path order; a cache written otherwise is still usable.
+    if (!std::is_sorted(records.begin(), records.end(), by_path)) {
+        std::stable_sort(records.begin(), records.end(), by_path);
+    }
+    StatCache cache;
+    cache.bytes_ = std::move(bytes);
+    cache.records_ = std::move(records);
     return cache;
 }
 
@@ -215,47 +238,51 @@ void append_field(std::string& out, T value) {
     auto r = std::to_chars(buf + 1, buf + sizeof buf, value);
     out.append(buf, r.ptr);
 }
+}  // namespace
 
-void append_record(std::string& out, std::string_view path, const FileStat& stat, std::string_view sha256) {
-    out += sha256;
+namespace {
+void append_record(std::string& out, const Entry& e, const FileStat& stat) {
+    if (e.type != EntryType::file || e.sha256.size() != 64) return;
+    out += e.sha256;
     append_field(out, stat.size);
     append_field(out, stat.mtime_ns);  // signed: a file may be dated before 1970
     append_field(out, stat.ctime_ns);
     append_field(out, stat.ino);
     append_field(out, stat.dev);
-    append_field(out, path.size());
+    append_field(out, e.path.size());
     out += ' ';
-    out += path;
+    out += e.path;
     out += '\n';
 }
 }  // namespace
-
-Status StatCache::save(FileSystem& fs, int dirfd, const std::string& name) const {
-    std::string out;
-    out.reserve(map_.size() * 160);
-    for (const auto& [path, r] : map_) append_record(out, path, r.stat, r.sha256);
-    return write_file_atomic(fs, dirfd, name, out, 0600, name);
-}
 
 std::string StatCache::format(const std::vector<ScannedEntry>& files) {
     std::string out;
     out.reserve(files.size() * 160);
     for (const ScannedEntry& se : files) {
-        if (se.entry.type == EntryType::file && !se.special && se.entry.sha256.size() == 64) {
-            append_record(out, se.entry.path, se.stat, se.entry.sha256);
-        }
+        if (!se.special) append_record(out, se.entry, se.stat);
     }
     return out;
 }
 
-const std::string* StatCache::lookup(const std::string& path, const FileStat& stat) const {
-    auto it = map_.find(path);
-    if (it == map_.end() || !(it->second.stat == stat)) return nullptr;
-    return &it->second.sha256;
+std::string StatCache::format(const std::vector<Entry>& entries, const std::vector<FileStat>& stats) {
+    std::string out;
+    out.reserve(entries.size() * 160);
+    for (std::size_t i = 0; i < entries.size() && i < stats.size(); ++i) append_record(out, entries[i], stats[i]);
+    return out;
 }
 
-void StatCache::put(const std::string& path, const FileStat& stat, const std::string& sha256) {
-    map_[path] = Record{stat, sha256};
+const StatCache::Record* StatCache::find(std::string_view path) const {
+    auto it = std::lower_bound(records_.begin(), records_.end(), path,
+                               [](const Record& r, std::string_view p) { return r.path < p; });
+    if (it == records_.end() || it->path != path) return nullptr;
+    return &*it;
+}
+
+std::string_view StatCache::lookup(std::string_view path, const FileStat& stat) const {
+    const Record* r = find(path);
+    if (!r || !(r->stat == stat)) return {};
+    return r->sha256;
 }
 
 }  // namespace ssync

@@ -81,6 +81,28 @@ Result<std::string> read_file_bounded(int dirfd, const std::string& path, std::u
                                       const std::string& display);
 Result<std::string> read_file_bounded(const std::string& path, std::uint64_t max_bytes);
 
+// A file's bytes mapped read-only, for a process's own files that it reads whole (a stat
+// cache, the signer's previous manifest): the page cache is mapped instead of copied, so no
+// fresh memory is touched, which on some VMs costs more than parsing the bytes. NOT for
+// anything verified before it is parsed (a signed manifest from elsewhere): the file could
+// change under the mapping; read those with read_file_bounded. Errors as read_file_bounded.
+class MappedFile {
+public:
+    static Result<MappedFile> open(int dirfd, const std::string& path, std::uint64_t max_bytes,
+                                   const std::string& display);
+    MappedFile() = default;
+    MappedFile(MappedFile&& o) noexcept : data_(o.data_), size_(o.size_) { o.data_ = nullptr; o.size_ = 0; }
+    MappedFile& operator=(MappedFile&& o) noexcept;
+    MappedFile(const MappedFile&) = delete;
+    MappedFile& operator=(const MappedFile&) = delete;
+    ~MappedFile();
+    std::string_view bytes() const { return {static_cast<const char*>(data_), size_}; }
+
+private:
+    void* data_ = nullptr;
+    std::size_t size_ = 0;
+};
+
 // Writes all of `data` to fd, retrying short writes.
 Status write_all(FileSystem& fs, int fd, std::string_view data, const std::string& display);
 

@@ -74,6 +74,9 @@ struct PublishStats {
 
 struct PublishResult {
     Manifest manifest;
+    // The release this one replaced, if any. Handed over rather than freed inside publish():
+    // a caller about to exit need not free tens of thousands of entries one by one.
+    std::optional<Manifest> previous;
     std::string manifest_sha256;
     PublishStats stats;
 };

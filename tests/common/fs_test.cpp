@@ -116,6 +116,34 @@ TEST_SUITE("FileSystem") {
         CHECK(r.status().message().find("larger than the limit of 99 bytes") != std::string::npos);
     }
 
+    TEST_CASE("MappedFile maps exactly the file, bounded, and refuses symlinks and directories") {
+        test::TempDir dir;
+        std::string content(10000, 'x');
+        content[9999] = 'y';
+        test::write_file(dir / "f", content);
+        test::write_file(dir / "empty", "");
+        REQUIRE(::symlink("f", (dir / "link").c_str()) == 0);
+        REQUIRE(::mkdir((dir / "d").c_str(), 0755) == 0);
+        auto fd = open_dir_trusted(dir.path());
+        REQUIRE(fd.is_ok());
+        auto m = MappedFile::open(fd->get(), "f", 10000, "f");
+        REQUIRE(m.is_ok());
+        CHECK(m->bytes() == content);
+        MappedFile moved = std::move(m).value();
+        CHECK(moved.bytes().size() == 10000);
+        auto empty = MappedFile::open(fd->get(), "empty", 10, "empty");
+        REQUIRE(empty.is_ok());
+        CHECK(empty->bytes().empty());
+        auto big = MappedFile::open(fd->get(), "f", 9999, "f");
+        REQUIRE_FALSE(big.is_ok());
+        CHECK(big.status().code() == Code::too_large);
+        CHECK(big.status().message() == "f: larger than the limit of 9999 bytes");
+        CHECK(MappedFile::open(fd->get(), "link", 10000, "link").status().code() == Code::io);
+        CHECK(MappedFile::open(fd->get(), "d", 10000, "d").status().message() == "d: not a regular file");
+        CHECK(MappedFile::open(fd->get(), "missing", 10, "missing").status().message() ==
+              "missing: No such file or directory");
+    }
+
     TEST_CASE("FileLock excludes a second holder") {
         test::TempDir dir;
         auto root = open_dir_trusted(dir.path());

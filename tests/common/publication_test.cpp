@@ -6,6 +6,7 @@
 
 #include "fault_fs.h"
 #include "ssync/hash.h"
+#include "ssync/scan.h"
 #include "testutil.h"
 
 namespace ssync {
@@ -220,6 +221,48 @@ TEST_SUITE("Publication") {
             CHECK(ok->stats.files_hashed == (rehash ? 2004u : 2u));
             CHECK(ok->stats.files_cached == (rehash ? 0u : 2002u));
         }
+    }
+
+    TEST_CASE("without a stat cache, unchanged files are hashed, not stored again") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        REQUIRE(::unlink((pub / ".ssync-signer/stat-cache").c_str()) == 0);
+        std::string object = pub / layout::object_path(sha256_hex("<h1>hi</h1>"));
+        ino_t before = inode(object);
+        auto r = publish(src.path(), pub.path(), options(), fake_sign);
+        REQUIRE(r.is_ok());
+        CHECK(r->stats.files_hashed == 3);
+        CHECK(r->stats.files_cached == 0);
+        CHECK(r->stats.objects_stored == 0);
+        CHECK(inode(object) == before);
+        // And the cache is back for the next run.
+        auto again = publish(src.path(), pub.path(), options(), fake_sign);
+        REQUIRE(again.is_ok());
+        CHECK(again->stats.files_cached == 3);
+    }
+
+    TEST_CASE("a cached digest the publication does not hold is not trusted: the file is read") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        auto first = publish(src.path(), pub.path(), options(), fake_sign);
+        REQUIRE(first.is_ok());
+        // A cache that matches index.html's stat but names content nobody stored (a cache
+        // left by a run whose objects were since removed, or a damaged one).
+        auto fd = open_dir_trusted(src.path());
+        REQUIRE(fd.is_ok());
+        auto scanned = scan_tree(fd->get());
+        REQUIRE(scanned.is_ok());
+        for (ScannedEntry& se : *scanned) {
+            if (se.entry.type == EntryType::file) se.entry.sha256 = first->manifest.find(se.entry.path)->sha256;
+            if (se.entry.path == "index.html") se.entry.sha256 = sha256_hex("never stored");
+        }
+        test::write_file(pub / ".ssync-signer/stat-cache", StatCache::format(*scanned));
+        auto r = publish(src.path(), pub.path(), options(), fake_sign);
+        REQUIRE(r.is_ok());
+        CHECK(r->manifest.find("index.html")->sha256 == sha256_hex("<h1>hi</h1>"));
+        CHECK(r->stats.files_hashed == 1);
+        CHECK(r->stats.files_cached == 2);
     }
 
     TEST_CASE("--rehash publishes each file's size and time as read, and counts its bytes") {

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cstring>
+#include <tuple>
 
 #include "testutil.h"
 
@@ -103,24 +104,57 @@ TEST_SUITE("TreeScanner") {
 }
 
 TEST_SUITE("StatCache") {
-    TEST_CASE("round trip, and a changed stat misses") {
+    // A file written to the cache for `entries` (path, stat, digest).
+    StatCache round_trip(const std::vector<std::tuple<std::string, FileStat, std::string>>& entries) {
+        std::vector<ScannedEntry> scanned;
+        for (const auto& [path, stat, sha256] : entries) {
+            ScannedEntry se;
+            se.entry.path = path;
+            se.entry.sha256 = sha256;
+            se.stat = stat;
+            scanned.push_back(se);
+        }
         test::TempDir dir;
+        test::write_file(dir / "cache", StatCache::format(scanned));
         auto fd = open_dir_trusted(dir.path());
-        StatCache cache;
+        REQUIRE(fd.is_ok());
+        return StatCache::load(fd->get(), "cache");
+    }
+
+    TEST_CASE("round trip, and a changed stat misses") {
         FileStat st{1, 2, 3, 4, 5};
         std::string odd = "odd name\nwith newline and \xff";
-        cache.put("a/b", st, std::string(64, 'c'));
-        cache.put(odd, st, std::string(64, 'd'));
-        REQUIRE(cache.save(system_fs(), fd->get(), "cache").is_ok());
-        StatCache loaded = StatCache::load(fd->get(), "cache");
+        StatCache loaded = round_trip({{"a/b", st, std::string(64, 'c')}, {odd, st, std::string(64, 'd')}});
         CHECK(loaded.size() == 2);
-        REQUIRE(loaded.lookup("a/b", st));
-        CHECK(*loaded.lookup("a/b", st) == std::string(64, 'c'));
-        CHECK(*loaded.lookup(odd, st) == std::string(64, 'd'));
+        CHECK(loaded.lookup("a/b", st) == std::string(64, 'c'));
+        CHECK(loaded.lookup(odd, st) == std::string(64, 'd'));
         FileStat touched = st;
         touched.ctime_ns = 6;
-        CHECK(loaded.lookup("a/b", touched) == nullptr);
-        CHECK(loaded.lookup("missing", st) == nullptr);
+        CHECK(loaded.lookup("a/b", touched).empty());
+        CHECK(loaded.lookup("missing", st).empty());
+        // find() answers whatever the stat: the signer uses the recorded size as a hint.
+        REQUIRE(loaded.find("a/b"));
+        CHECK(loaded.find("a/b")->stat.size == 3);
+        CHECK_FALSE(loaded.find("a"));
+        CHECK_FALSE(loaded.find("a/b/c"));
+    }
+
+    TEST_CASE("records out of path order are found all the same") {
+        FileStat st{1, 2, 3, 4, 5};
+        std::vector<std::tuple<std::string, FileStat, std::string>> entries;
+        for (int i = 99; i >= 0; --i) {
+            FileStat s = st;
+            s.size = static_cast<std::uint64_t>(i);
+            entries.emplace_back("f" + std::to_string(i), s, std::string(64, 'a' + i % 6));
+        }
+        StatCache loaded = round_trip(entries);
+        REQUIRE(loaded.size() == 100);
+        for (int i = 0; i < 100; ++i) {
+            const StatCache::Record* r = loaded.find("f" + std::to_string(i));
+            REQUIRE(r);
+            CHECK(r->stat.size == static_cast<std::uint64_t>(i));
+            CHECK(r->sha256 == std::string(64, 'a' + i % 6));
+        }
     }
 
     TEST_CASE("format writes the hashed files of a scan, which load reads back") {
@@ -139,8 +173,7 @@ TEST_SUITE("StatCache") {
         auto fd = open_dir_trusted(dir.path());
         StatCache loaded = StatCache::load(fd->get(), "cache");
         CHECK(loaded.size() == 1);
-        REQUIRE(loaded.lookup("dir/old", scanned[1].stat));
-        CHECK(*loaded.lookup("dir/old", scanned[1].stat) == std::string(64, 'e'));
+        CHECK(loaded.lookup("dir/old", scanned[1].stat) == std::string(64, 'e'));
     }
 
     TEST_CASE("a damaged cache is an empty cache") {
@@ -149,6 +182,11 @@ TEST_SUITE("StatCache") {
         auto fd = open_dir_trusted(dir.path());
         CHECK(StatCache::load(fd->get(), "cache").size() == 0);
         CHECK(StatCache::load(fd->get(), "absent").size() == 0);
+        // A length that runs past the end, and a record without its newline.
+        test::write_file(dir / "cache2", std::string(64, 'c') + " 1 2 3 4 5 18446744073709551615 x\n");
+        CHECK(StatCache::load(fd->get(), "cache2").size() == 0);
+        test::write_file(dir / "cache3", std::string(64, 'c') + " 1 2 3 4 5 1 x");
+        CHECK(StatCache::load(fd->get(), "cache3").size() == 0);
     }
 }
 

@@ -8,6 +8,8 @@
 
 #include <algorithm>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <mutex>
 #include <optional>
 #include <type_traits>
@@ -290,9 +292,15 @@ Result<std::unique_ptr<SignatureVerifier>> SignatureVerifier::create(
     const std::string display = quote_path(keyring_path);
     SSYNC_ASSIGN_OR_RETURN(std::string keyring, read_file_bounded(keyring_path, kMaxKeyringBytes));
 
-    // Short, so that gpg-agent's socket paths fit (see the pitfalls note on socket length).
-    char tmpl[] = "/tmp/ssync-XXXXXX";
-    if (!mkdtemp(tmpl)) return errno_status("mkdtemp /tmp/ssync-XXXXXX");
+    // In $TMPDIR when that is an absolute path short enough for gpg-agent's socket names (see
+    // the pitfalls note on socket length), else in /tmp. A process killed before its
+    // destructor runs leaves the home behind (two small files, no agent): $TMPDIR lets a
+    // caller keep that where it cleans up.
+    std::string tmpl = "/tmp/ssync-XXXXXX";
+    if (const char* tmpdir = std::getenv("TMPDIR"); tmpdir && tmpdir[0] == '/' && std::strlen(tmpdir) <= 60) {
+        tmpl = std::string(tmpdir) + "/ssync-XXXXXX";
+    }
+    if (!mkdtemp(tmpl.data())) return errno_status("mkdtemp " + tmpl);
     std::unique_ptr<SignatureVerifier> verifier(new SignatureVerifier());
     verifier->home_ = tmpl;  // from here on the destructor removes the home
     const std::string& home = verifier->home_;

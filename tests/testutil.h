@@ -36,6 +36,21 @@ pid_t spawn(const std::vector<std::string>& argv);
 // Waits for a spawned program; its exit status, or 128 + signal.
 int wait_exit(pid_t pid);
 
+// Sets an environment variable (for this process and what it spawns) until destroyed, then
+// restores what was there.
+class ScopedEnv {
+public:
+    ScopedEnv(std::string name, const std::string& value);
+    ~ScopedEnv();
+    ScopedEnv(const ScopedEnv&) = delete;
+    ScopedEnv& operator=(const ScopedEnv&) = delete;
+
+private:
+    std::string name_;
+    bool had_ = false;
+    std::string old_;
+};
+
 // Writes a file (creating parent directories), with the given mode.
 void write_file(const std::string& path, const std::string& data, mode_t mode = 0644);
 // Reads a whole file; fails the current test if it cannot.

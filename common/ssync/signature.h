@@ -58,7 +58,8 @@ struct VerifiedSignature {
 
 class SignatureVerifier {
 public:
-    // Makes a private GnuPG home (/tmp/ssync-XXXXXX, mode 0700, its own common.conf so that
+    // Makes a private GnuPG home ($TMPDIR/ssync-XXXXXX for a short absolute $TMPDIR, else
+    // /tmp/ssync-XXXXXX; mode 0700, its own common.conf so that
     // keyboxd is never used, no automatic key retrieval or import) and imports the public keys
     // in `keyring_path` (ASCII-armoured or binary). Errors: io when the file cannot be read,
     // untrusted when it holds no usable public key.

@@ -85,26 +85,6 @@ void require_refused(const Result<VerifiedSignature>& r, const std::string& reas
     CHECK(r.status().message().find('\n') == std::string::npos);
 }
 
-// Sets an environment variable for the scope of a test, then puts the old value back.
-class ScopedEnv {
-public:
-    ScopedEnv(const char* name, const std::string& value) : name_(name) {
-        if (const char* old = getenv(name)) old_ = old;
-        setenv(name, value.c_str(), 1);
-    }
-    ~ScopedEnv() {
-        if (old_)
-            setenv(name_, old_->c_str(), 1);
-        else
-            unsetenv(name_);
-    }
-    ScopedEnv(const ScopedEnv&) = delete;
-    ScopedEnv& operator=(const ScopedEnv&) = delete;
-
-private:
-    const char* name_;
-    std::optional<std::string> old_;
-};
 
 // Whether any process has `text` in its command line (a gpg-agent names its --homedir there).
 bool process_mentions(const std::string& text) {
@@ -381,7 +361,7 @@ TEST_SUITE("SignatureVerifier") {
         Fixture f;
         auto v = f.verifier("plain");
         const std::string home = v->home();
-        CHECK(home.rfind("/tmp/ssync-", 0) == 0);
+        CHECK(home.find("/ssync-") != std::string::npos);
         CHECK(home.size() + sizeof("/S.gpg-agent.browser") <= 108);
         struct stat st;
         REQUIRE(::stat(home.c_str(), &st) == 0);
@@ -399,6 +379,27 @@ TEST_SUITE("SignatureVerifier") {
             if (agent_left) ::usleep(100 * 1000);
         }
         CHECK_FALSE(agent_left);
+    }
+
+    TEST_CASE("the private home goes in a short absolute $TMPDIR, else in /tmp") {
+        Fixture f;
+        Fixture::ShortHome short_dir;  // a short directory under /tmp
+        auto home_with = [&](const std::string& tmpdir) {
+            ScopedEnv env("TMPDIR", tmpdir);
+            if (tmpdir.empty()) ::unsetenv("TMPDIR");
+            auto v = f.verifier("plain");
+            return v->home();
+        };
+        std::string in_tmpdir = home_with(short_dir.path);
+        std::string too_long = home_with("/" + std::string(70, 'x'));
+        std::string relative = home_with("relative/dir");
+        std::string unset = home_with("");
+        CHECK(in_tmpdir.rfind(short_dir.path + "/ssync-", 0) == 0);
+        CHECK(too_long.rfind("/tmp/ssync-", 0) == 0);
+        CHECK(relative.rfind("/tmp/ssync-", 0) == 0);
+        CHECK(unset.rfind("/tmp/ssync-", 0) == 0);
+        // Each was removed with its verifier.
+        for (const std::string& h : {in_tmpdir, too_long, relative, unset}) CHECK_FALSE(exists(h));
     }
 
     TEST_CASE("verifiers are independent: each pins only its own keyring") {

@@ -299,6 +299,8 @@ TEST_SUITE("e2e sync") {
         Snapshot v2 = snapshot(m.src);
         std::vector<std::string> argv = {SSYNC_VERIFIER_BIN, "sync", "--from", m.pub, "--to", m.dest,
                                          "--keyring", m.keyring, "--state", m.state, "--quiet"};
+        // A killed verifier cannot remove its private GnuPG home: keep those with the test.
+        ScopedEnv tmpdir("TMPDIR", m.dir.path());
         auto start_sync = [&] { return spawn(argv); };
         auto flip = [&](bool to_v1) {
             for (int i = 0; i < 800; ++i) {
@@ -441,6 +443,8 @@ TEST_SUITE("e2e sync atomic tree") {
 
         std::vector<std::string> argv = {SSYNC_VERIFIER_BIN, "sync", "--from", m.pub, "--to", m.dest, "--keyring",
                                          m.keyring, "--state", m.state, "--quiet", "--atomic-tree"};
+        // A killed verifier cannot remove its private GnuPG home: keep those with the test.
+        ScopedEnv tmpdir("TMPDIR", m.dir.path());
         Snapshot old_tree = snapshot(m.dest);
         int version = 1;
         for (int delay_ms : {0, 150, 300, 450, 600, 900}) {

@@ -5,7 +5,10 @@
 # and peak RSS per run; every ssync mirror is audited against the signed manifest, and the two
 # mirrors are compared at the end. Results: bench/sync-results.md.
 #
-# Usage: bash bench/sync.sh [BUILD_DIR]   (default ./build-bench; builds nothing itself)
+# Usage: bash bench/sync.sh [--scheme https|http] [BUILD_DIR]
+#   (default https and ./build-bench; builds nothing itself). `--scheme http` fetches from the
+#   same nginx over plain HTTP/1.1 instead: unencrypted, like the rsync daemon it is compared
+#   with (ssync trusts the signature, not the connection, so it may be run that way).
 #
 # Warm state, for both tools alike: the page cache is not dropped (not allowed, and not needed:
 # 24 GiB of RAM hold the source trees, the publication and the mirrors), the trees and the
@@ -21,6 +24,12 @@
 # only and are stopped by their PIDs at exit.
 set -euo pipefail
 
+SCHEME=https
+if [[ ${1:-} == --scheme ]]; then
+    SCHEME=${2:-}
+    shift 2 || true
+fi
+[[ $SCHEME == https || $SCHEME == http ]] || { echo "sync.sh: --scheme https or http" >&2; exit 2; }
 BIN=${1:-./build-bench}
 SIGNER=$BIN/ssync-signer
 VERIFIER=$BIN/ssync-verifier
@@ -146,6 +155,7 @@ CA=$NG/ca.pem
 
 start_nginx() {   # stock settings (http2 limits, buffers) apart from paths and keepalive_requests
     HTTPS_PORT=$(free_port)
+    HTTP_PORT=$(free_port)
     cat >"$NG/nginx.conf" <<EOF
 daemon off;
 master_process off;
@@ -168,6 +178,7 @@ http {
   keepalive_requests 100000;
   server {
     listen 127.0.0.1:$HTTPS_PORT ssl http2;
+    listen 127.0.0.1:$HTTP_PORT;
     ssl_certificate $NG/server.pem;
     ssl_certificate_key $NG/server.key;
     root $PUB;
@@ -206,7 +217,8 @@ wait_up() {   # wait_up PID CHECK...: until CHECK succeeds; fails if PID dies or
 }
 for attempt in 1 2 3; do   # a probed port can be taken before the server binds it: retry
     start_nginx
-    wait_up "$NGINX_PID" curl -sf --cacert "$CA" "https://127.0.0.1:$HTTPS_PORT/latest" && break
+    wait_up "$NGINX_PID" curl -sf --cacert "$CA" "https://127.0.0.1:$HTTPS_PORT/latest" &&
+        wait_up "$NGINX_PID" curl -sf "http://127.0.0.1:$HTTP_PORT/latest" && break
     stop_pid "$NGINX_PID"; NGINX_PID=
 done
 [[ -n $NGINX_PID ]] || { cat "$NG/error.log" "$NG/nginx.out" >&2; die "nginx did not start"; }
@@ -216,9 +228,17 @@ for attempt in 1 2 3; do
     stop_pid "$RSYNCD_PID"; RSYNCD_PID=
 done
 [[ -n $RSYNCD_PID ]] || die "rsync daemon did not start"
-URL=https://127.0.0.1:$HTTPS_PORT/
+if [[ $SCHEME == https ]]; then
+    URL=https://127.0.0.1:$HTTPS_PORT/
+    OVER="HTTPS"
+    CONN_KIND="TLS connection(s)"
+else
+    URL=http://127.0.0.1:$HTTP_PORT/
+    OVER="plain HTTP (no TLS, like the rsync daemon)"
+    CONN_KIND="TCP connection(s)"
+fi
 RURL=rsync://127.0.0.1:$RSYNC_PORT/bench/
-echo "nginx https://127.0.0.1:$HTTPS_PORT (pid $NGINX_PID), rsync daemon on port $RSYNC_PORT (pid $RSYNCD_PID)"
+echo "nginx $URL (pid $NGINX_PID), rsync daemon on port $RSYNC_PORT (pid $RSYNCD_PID)"
 
 # ---------------------------------------------------------------------------------------------
 # 4. Measurements.
@@ -400,7 +420,7 @@ row() {   # row STEP TOOL PREFIX
 echo
 echo "## $(date -u +%Y-%m-%dT%H:%MZ): $NFILES files, $((BYTES / 1000000)) MB, $(nproc) cores, loopback"
 echo
-echo "ssync-verifier sync over HTTPS (nginx $(nginx -v 2>&1 | sed 's|.*/||'), $protocol) vs" \
+echo "ssync-verifier sync over $OVER (nginx $(nginx -v 2>&1 | sed 's|.*/||'), $protocol) vs" \
      "rsync -a --delete from an rsync daemon ($(rsync --version | awk 'NR == 1 {print $3}')); warm page cache (nothing dropped)."
 echo
 echo "| step    | tool  |  wall s | ssync s | cpu s  | srv s  | payload MB | wire MB   | files  | peak MiB | +sync |"
@@ -420,7 +440,7 @@ echo "- payload: ssync bytes_fetched / rsync 'Total bytes received'. wire: bytes
 echo "- peak: max RSS of the client's largest process. +sync: an untimed sync right after the step" \
      "(the writeback the step left behind; ssync flushes before it returns)."
 echo "- ssync's phases (s, median runs): initial: $s_init_phases; update: $s_upd_phases."
-echo "- initial ssync: $reqs HTTP requests over $conns TLS connection(s), $protocol (keepalive_requests 100000, as docs/operators.md recommends)."
+echo "- initial ssync: $reqs HTTP requests over $conns $CONN_KIND, $protocol (keepalive_requests 100000, as docs/operators.md recommends)."
 echo "- update bound: $(mb "$BOUND") MB = $NEWC contents the old release lacks ($(mb "$NEWB") MB) + manifest, signature, latest ($(mb "$MANB") MB)."
 echo "- ssync update: $(json s_upd.out added) added, $(json s_upd.out changed) changed, $(json s_upd.out removed) removed," \
      "$(json s_upd.out files_copied_locally) copied locally (renames)."

@@ -135,17 +135,27 @@ Result<UniqueFd> open_dir_beneath(int dirfd, std::string_view relative_path) {
     return current;
 }
 
-Result<std::string> read_file_bounded(int dirfd, const std::string& path, std::uint64_t max_bytes,
-                                      const std::string& display) {
-    UniqueFd fd(::openat(dirfd, path.c_str(), O_RDONLY | O_CLOEXEC));
+namespace {
+// Opens a regular file to read it whole, refusing one larger than max_bytes; `st` receives its
+// stat.
+Result<UniqueFd> open_bounded(int dirfd, const std::string& path, int flags, std::uint64_t max_bytes,
+                              const std::string& display, struct stat& st) {
+    UniqueFd fd(::openat(dirfd, path.c_str(), O_RDONLY | O_CLOEXEC | flags));
     if (!fd) return errno_status(display);
-    struct stat st;
     if (::fstat(fd.get(), &st) != 0) return errno_status(display);
     if (!S_ISREG(st.st_mode)) return Status(Code::io, display + ": not a regular file");
     if (static_cast<std::uint64_t>(st.st_size) > max_bytes) {
         return Status(Code::too_large, display + ": larger than the limit of " +
                                     std::to_string(max_bytes) + " bytes");
     }
+    return fd;
+}
+}  // namespace
+
+Result<std::string> read_file_bounded(int dirfd, const std::string& path, std::uint64_t max_bytes,
+                                      const std::string& display) {
+    struct stat st;
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_bounded(dirfd, path, 0, max_bytes, display, st));
     std::string data;
     data.reserve(static_cast<std::size_t>(st.st_size));
     char buf[1 << 16];
@@ -168,15 +178,8 @@ Result<std::string> read_file_bounded(int dirfd, const std::string& path, std::u
 
 Result<MappedFile> MappedFile::open(int dirfd, const std::string& path, std::uint64_t max_bytes,
                                     const std::string& display) {
-    UniqueFd fd(::openat(dirfd, path.c_str(), O_RDONLY | O_CLOEXEC | O_NOFOLLOW));
-    if (!fd) return errno_status(display);
     struct stat st;
-    if (::fstat(fd.get(), &st) != 0) return errno_status(display);
-    if (!S_ISREG(st.st_mode)) return Status(Code::io, display + ": not a regular file");
-    if (static_cast<std::uint64_t>(st.st_size) > max_bytes) {
-        return Status(Code::too_large, display + ": larger than the limit of " +
-                                    std::to_string(max_bytes) + " bytes");
-    }
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_bounded(dirfd, path, O_NOFOLLOW, max_bytes, display, st));
     MappedFile m;
     if (st.st_size == 0) return m;
     void* p = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ, MAP_PRIVATE | MAP_POPULATE,

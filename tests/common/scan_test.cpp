@@ -209,11 +209,7 @@ TEST_SUITE("TreeScanner") {
         CHECK(first->size() == 3);
         CHECK(second->size() == 3);
     }
-}
-}  // namespace ssync
 
-namespace ssync {
-TEST_SUITE("TreeScanner") {
     TEST_CASE("on_file sees each regular file as it is found; `found` numbers them in walk order") {
         test::TempDir dir;
         test::write_file(dir / "b/z", "1");

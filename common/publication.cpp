@@ -409,6 +409,7 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     struct ToStore {
         std::size_t index;
         bool known_new;  // hashed in phase one and not held: no need to hash before storing
+        bool counted;    // already shown as done by the progress line in phase one
     };
     std::vector<ToStore> files;
     for (std::size_t i = 0; i < scanned.size(); ++i) {
@@ -416,7 +417,7 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
         if (se.entry.type != EntryType::file) continue;
         Outcome& o = by_found[se.found];
         if (o.kind != Outcome::unsettled && !held(o.sha256)) {
-            files.push_back({i, o.kind == Outcome::hashed});
+            files.push_back({i, o.kind == Outcome::hashed, true});
             continue;
         }
         switch (o.kind) {
@@ -430,7 +431,7 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
                 result.stats.files_hashed++;
                 result.stats.bytes_hashed += se.entry.size;
                 break;
-            case Outcome::unsettled: files.push_back({i, false}); break;
+            case Outcome::unsettled: files.push_back({i, false, false}); break;
         }
     }
     std::sort(files.begin(), files.end(), [&](const ToStore& a, const ToStore& b) {
@@ -462,7 +463,7 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
         Outcome::from_stat(now, digest.size).apply_stat(se);
         hashed++;
         bytes_hashed += digest.size;
-        progress.add(1, digest.size);
+        if (!files[k].counted) progress.add(1, digest.size);
         return Status::ok();
     });
     progress.finish();

@@ -68,7 +68,7 @@ public:
         return Status::ok();
     }
 
-    bool has(const std::string& sha256) const { return exists_at(pub_fd_, layout::object_path(sha256)); }
+    bool has(std::string_view sha256) const { return exists_at(pub_fd_, layout::object_path(sha256)); }
 
     // Reads `src_fd` to the end, hashing it and writing it to a temporary object, then files
     // it under its digest. When `expect` is set the digest must equal it.
@@ -210,12 +210,10 @@ struct Outcome {
         o.set_stat(now, size);
         return o;
     }
+    // `size` is what was read, which is what counts if the file grew or shrank meanwhile.
     void set_stat(const struct stat& now, std::uint64_t size) {
-        auto ns = [](const struct timespec& t) {
-            return static_cast<std::int64_t>(t.tv_sec) * 1000000000 + t.tv_nsec;
-        };
-        stat = {static_cast<std::uint64_t>(now.st_dev), static_cast<std::uint64_t>(now.st_ino), size,
-                ns(now.st_mtim), ns(now.st_ctim)};
+        stat = file_stat(now);
+        stat.size = size;
         mtime = now.st_mtim.tv_sec;
     }
     // What was read is what is published: its size and time, not the walk's.
@@ -397,7 +395,7 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     }
     auto held = [&](std::string_view sha256) {
         return std::binary_search(previous_hashes.begin(), previous_hashes.end(), sha256) ||
-               store.has(std::string(sha256));
+               store.has(sha256);
     };
 
     // Phase two: store what is new, the largest files first so that no core is left with one

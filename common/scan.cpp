@@ -59,8 +59,7 @@ struct Walker {
                 e.type = EntryType::file;
                 e.size = static_cast<std::uint64_t>(st.st_size);
                 e.mtime = st.st_mtim.tv_sec;
-                se.stat = {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
-                           static_cast<std::uint64_t>(st.st_size), ns(st.st_mtim), ns(st.st_ctim)};
+                se.stat = file_stat(st);
                 se.found = files_found++;
                 if (options.on_file) options.on_file(se);
                 out.push_back(std::move(se));
@@ -110,6 +109,11 @@ struct Walker {
 };
 
 }  // namespace
+
+FileStat file_stat(const struct stat& st) {
+    return {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
+            static_cast<std::uint64_t>(st.st_size), ns(st.st_mtim), ns(st.st_ctim)};
+}
 
 Result<std::vector<ScannedEntry>> scan_tree(int root_fd, const ScanOptions& options) {
     std::deque<ScannedEntry> found;
@@ -238,9 +242,7 @@ void append_field(std::string& out, T value) {
     auto r = std::to_chars(buf + 1, buf + sizeof buf, value);
     out.append(buf, r.ptr);
 }
-}  // namespace
 
-namespace {
 void append_record(std::string& out, const Entry& e, const FileStat& stat) {
     if (e.type != EntryType::file || e.sha256.size() != 64) return;
     out += e.sha256;

@@ -240,8 +240,6 @@ Result<std::unique_ptr<Signer>> Signer::open(const SigningOptions& options) {
     return std::unique_ptr<Signer>(new Signer(std::move(impl)));
 }
 
-Status check_signing_key(const SigningOptions& options) { return Signer::open(options).status(); }
-
 Result<std::string> sign_detached(std::string_view data, const SigningOptions& options) {
     SSYNC_ASSIGN_OR_RETURN(std::unique_ptr<Signer> signer, Signer::open(options));
     return signer->sign_detached(data);

@@ -64,9 +64,10 @@ struct PublishStats {
     std::uint64_t files_cached = 0;   // digest taken from the stat cache
     std::uint64_t bytes_hashed = 0;
     std::uint64_t objects_stored = 0, bytes_stored = 0;
-    // Wall seconds per phase: scanning the tree (and reading the previous release beside it),
-    // hashing and storing content (incl. syncfs), making the manifest and its signature (incl.
-    // waiting for the key lookup), writing the release and switching to it (incl. tree/).
+    // Wall seconds per phase: walking the tree, with the previous release read and the files
+    // the stat cache knows settled (cached or hashed) beside it; storing new content (incl.
+    // syncfs); making the manifest and its signature (incl. waiting for the key lookup);
+    // writing the release and switching to it (incl. tree/).
     struct Phases {
         double scan = 0, hash = 0, sign = 0, write = 0;
     } phases;

@@ -24,6 +24,9 @@ struct FileStat {
     bool operator==(const FileStat&) const = default;
 };
 
+// The FileStat of what fstat/fstatat returned.
+FileStat file_stat(const struct stat& st);
+
 struct ScannedEntry {
     Entry entry;    // for files, entry.sha256 is empty until hashed
     FileStat stat;  // files only

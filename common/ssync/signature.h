@@ -46,9 +46,6 @@ private:
 // Signer::open followed by one signature.
 Result<std::string> sign_detached(std::string_view data, const SigningOptions& options);
 
-// Checks, without signing, that the secret key exists and can sign (Signer::open's errors).
-Status check_signing_key(const SigningOptions& options);
-
 // What a good signature told us.
 struct VerifiedSignature {
     std::string primary_fpr;   // the pinned primary key that made it (upper-case hex)

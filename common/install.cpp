@@ -202,6 +202,7 @@ Result<Plan> Installer::plan(const Manifest& manifest) {
     }
 
     Plan plan;
+    plan.files_hashed = to_hash.size();
     std::unordered_set<std::string> scheduled;
     auto need_content = [&](const Entry& e) {
         if (!scheduled.insert(e.sha256).second) return;
@@ -271,6 +272,7 @@ Result<Plan> Installer::plan(const Manifest& manifest) {
             plan.changed++;
         }
     }
+    planned_scan_ = std::move(actual);
     return plan;
 }
 
@@ -552,20 +554,42 @@ Status Installer::record_into(int tree_fd, int tree_meta_fd, const std::string& 
     // The stat cache lets the next run trust what it finds unchanged without re-hashing.
     ScanOptions scan_options;
     scan_options.special = SpecialFiles::skip;
-    auto actual = scan_tree(tree_fd, scan_options);
-    if (actual) {
+    if (auto actual = scan_tree(tree_fd, scan_options)) {
         for (ScannedEntry& a : *actual) {
             if (a.entry.type != EntryType::file) continue;
             const Entry* e = manifest.find(a.entry.path);
             if (e && e->type == EntryType::file && e->size == a.entry.size) a.entry.sha256 = e->sha256;
         }
-        (void)write_file_atomic(*fs_, tree_meta_fd, kStatCache, StatCache::format(*actual), 0600, kStatCache);
-        // Only a cache: a missing or stale stamp just means the next run plans in full.
-        (void)write_file_atomic(*fs_, tree_meta_fd, kTreeStamp,
-                                sha256_hex(manifest_bytes) + " " + stamp_with_policy(*actual) + "\n", 0644,
-                                meta_display + "/" + kTreeStamp);
+        write_stat_cache_and_stamp(tree_meta_fd, meta_display, *actual, manifest_bytes);
     }
     return Status::ok();
+}
+
+void Installer::refresh_record(const std::string& manifest_bytes) {
+    // The plan's own scan and the digests it verified, not a new scan: each file's stat was
+    // taken before it was hashed, so a file changed since then will not match its record.
+    std::vector<ScannedEntry> scanned;
+    scanned.reserve(planned_scan_.size());
+    for (ScannedEntry& a : planned_scan_) {
+        if (a.special) continue;  // the stamp is over the tree without special files
+        if (a.entry.type == EntryType::file) {
+            auto it = known_hashes_.find(a.entry.path);
+            if (it != known_hashes_.end()) a.entry.sha256 = it->second;
+        }
+        scanned.push_back(std::move(a));
+    }
+    planned_scan_.clear();
+    write_stat_cache_and_stamp(meta_.get(), join_path(dest_path_, ".ssync"), scanned, manifest_bytes);
+}
+
+// Only caches: a failure to write them costs the next run a full plan, nothing more.
+void Installer::write_stat_cache_and_stamp(int tree_meta_fd, const std::string& meta_display,
+                                           const std::vector<ScannedEntry>& scanned,
+                                           const std::string& manifest_bytes) {
+    (void)write_file_atomic(*fs_, tree_meta_fd, kStatCache, StatCache::format(scanned), 0600, kStatCache);
+    (void)write_file_atomic(*fs_, tree_meta_fd, kTreeStamp,
+                            sha256_hex(manifest_bytes) + " " + stamp_with_policy(scanned) + "\n", 0644,
+                            meta_display + "/" + kTreeStamp);
 }
 
 bool Installer::unchanged_since_record(const std::string& manifest_sha256) {

@@ -147,6 +147,7 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
     report.added = plan.added;
     report.changed = plan.changed;
     report.removed = plan.removed;
+    report.files_hashed = plan.files_hashed;
     bool same_release = state && state->serial == manifest.serial;
     if (plan.empty() && same_release) {
         // The tree is right. The release kept in DEST/.ssync is right too when it was read
@@ -157,7 +158,13 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
                                           layout::kManifest);
             kept_intact = kept && *kept == manifest_bytes;
         }
-        if (!kept_intact) SSYNC_RETURN_IF_ERROR(installer.record(manifest, manifest_bytes, signature));
+        if (kept_intact) {
+            // The cheap check (the tree stamp) failed, yet nothing needed doing: the tree's stat
+            // data moved. Record it, or every later run would plan, and hash, all over again.
+            installer.refresh_record(manifest_bytes);
+        } else {
+            SSYNC_RETURN_IF_ERROR(installer.record(manifest, manifest_bytes, signature));
+        }
         report.noop = kept_intact;
         report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         return report;

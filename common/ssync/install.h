@@ -40,6 +40,7 @@ struct Plan {
     std::vector<const Entry*> download;     // one entry per distinct hash to fetch
     std::uint64_t bytes_to_download = 0;
     std::uint64_t added = 0, changed = 0, removed = 0;
+    std::uint64_t files_hashed = 0;         // DEST files read because the stat cache could not vouch
 
     bool empty() const { return create.empty() && metadata.empty() && remove.empty() && retype.empty(); }
 };
@@ -77,6 +78,12 @@ public:
     // DEST can be audited and served to downstream mirrors, and empties staging.
     Status record(const Manifest& manifest, const std::string& manifest_bytes, const std::string& signature);
 
+    // After a plan found DEST already right for the release kept in DEST/.ssync: rewrites the
+    // stat cache and the tree stamp from a fresh scan, so that stat-only drift (a ctime moved by
+    // chmod-and-back or a same-owner chown) costs one full check, not one on every run.
+    // Call right after plan() returned an empty plan.
+    void refresh_record(const std::string& manifest_bytes);
+
     // The whole-tree alternative to apply() + record(): builds the complete new tree beside
     // DEST (".<name>.ssync-next" in DEST's parent; unchanged files hard-linked, changed ones
     // from staging), records the release in it, then swaps it with DEST in one
@@ -110,6 +117,8 @@ private:
                              std::string& name, const std::string& what);
     Status record_into(int tree_fd, int tree_meta_fd, const std::string& display, const Manifest& manifest,
                        const std::string& manifest_bytes, const std::string& signature);
+    void write_stat_cache_and_stamp(int tree_meta_fd, const std::string& meta_display,
+                                    const std::vector<ScannedEntry>& scanned, const std::string& manifest_bytes);
 
     FileSystem* fs_ = nullptr;
     InstallOptions options_;
@@ -118,6 +127,7 @@ private:
     std::string dest_name_;       // DEST's name in it
     UniqueFd dest_, meta_, staging_;
     std::unordered_map<std::string, std::string> known_hashes_;  // DEST path -> sha256
+    std::vector<ScannedEntry> planned_scan_;                      // what the last plan() saw
     // Staged contents (by hash) whose metadata stage() already set for the one entry using them.
     std::unordered_set<std::string> prepared_;
 };

@@ -39,6 +39,7 @@ struct SyncReport {
     std::uint64_t added = 0, changed = 0, removed = 0;
     std::uint64_t files_fetched = 0, bytes_fetched = 0;  // content, plus manifest and signature bytes
     std::uint64_t files_copied_locally = 0;
+    std::uint64_t files_hashed = 0;  // DEST files read while planning: the stat cache could not vouch
     double seconds = 0;
     // Where the seconds went, for operators and benchmarks: fetching and verifying the release
     // (signature, manifest), planning (scanning DEST), staging (copies and downloads), making

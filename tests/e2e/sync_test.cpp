@@ -270,6 +270,32 @@ TEST_SUITE("e2e sync") {
         CHECK(read_file(kept) == good);
     }
 
+    TEST_CASE("stat-only drift (chmod and back) is checked once, then the cheap no-op returns") {
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok();
+        auto quick = m.sync_ok();
+        CHECK(quick["noop"] == true);
+        CHECK(quick["files_hashed"] == 0);
+        CHECK(quick["phases"]["plan"] == 0.0);  // confirmed by the tree stamp, no plan
+        // Same content, mode and mtime; only the ctime moves (as after `chown -R` to the same
+        // owners, or a backup tool restoring metadata).
+        std::string file = m.dest + "/index.html";
+        REQUIRE(::chmod(file.c_str(), 0600) == 0);
+        REQUIRE(::chmod(file.c_str(), 0644) == 0);
+        auto checked = m.sync_ok();
+        CHECK(checked["noop"] == true);
+        CHECK(checked["files_hashed"] == 1);
+        CHECK(checked["phases"]["plan"] != 0.0);
+        // The check refreshed the stat cache and the stamp: the next run is cheap again
+        // instead of re-hashing the file and planning in full on every run from cron.
+        auto after = m.sync_ok();
+        CHECK(after["noop"] == true);
+        CHECK(after["files_hashed"] == 0);
+        CHECK(after["phases"]["plan"] == 0.0);
+        m.audit_clean();
+    }
+
     TEST_CASE("local drift in DEST is repaired on an unchanged release") {
         Mirror m;
         REQUIRE(m.sign().exit_status == 0);

@@ -4,6 +4,8 @@
 #include <cstdio>
 #include <iostream>
 
+#include "ssync/manifest.h"
+
 namespace ssync::cli {
 
 namespace {
@@ -180,6 +182,15 @@ Result<unsigned long long> parse_unsigned(const std::string& text, const std::st
         return Status(Code::usage, option + ": '" + text + "' is not a non-negative integer");
     }
     return std::stoull(text);
+}
+
+Result<std::string> release_name(const Args& args) {
+    if (!args.has("name")) return std::string();
+    std::string name = args.get("name");
+    if (Status st = check_release_name(name); !st.is_ok()) {
+        return Status(Code::usage, "--name '" + name + "': " + st.message());
+    }
+    return name;
 }
 
 }  // namespace ssync::cli

@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <atomic>
 #include <cstring>
 #include <random>
@@ -150,17 +151,18 @@ Result<UniqueFd> open_bounded(int dirfd, const std::string& path, int flags, std
     }
     return fd;
 }
-}  // namespace
 
-Result<std::string> read_file_bounded(int dirfd, const std::string& path, std::uint64_t max_bytes,
-                                      const std::string& display) {
-    struct stat st;
-    SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_bounded(dirfd, path, 0, max_bytes, display, st));
+// Reads `fd` to its end, or (prefix) to max_bytes; without prefix, more is an error.
+Result<std::string> read_up_to(int fd, std::uint64_t max_bytes, bool prefix, std::size_t expected,
+                               const std::string& display) {
     std::string data;
-    data.reserve(static_cast<std::size_t>(st.st_size));
+    data.reserve(std::min<std::size_t>(expected, max_bytes));
     char buf[1 << 16];
     for (;;) {
-        ssize_t got = ::read(fd.get(), buf, sizeof buf);
+        std::size_t want = sizeof buf;
+        if (prefix) want = std::min<std::uint64_t>(want, max_bytes - data.size());
+        if (want == 0) break;
+        ssize_t got = ::read(fd, buf, want);
         if (got < 0) {
             if (errno == EINTR) continue;
             return errno_status(display);
@@ -174,6 +176,21 @@ Result<std::string> read_file_bounded(int dirfd, const std::string& path, std::u
         data.append(buf, static_cast<std::size_t>(got));
     }
     return data;
+}
+}  // namespace
+
+Result<std::string> read_file_bounded(int dirfd, const std::string& path, std::uint64_t max_bytes,
+                                      const std::string& display) {
+    struct stat st;
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_bounded(dirfd, path, 0, max_bytes, display, st));
+    return read_up_to(fd.get(), max_bytes, false, static_cast<std::size_t>(st.st_size), display);
+}
+
+Result<std::string> read_file_prefix(int dirfd, const std::string& path, std::uint64_t max_bytes,
+                                     const std::string& display) {
+    struct stat st;
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_bounded(dirfd, path, O_NOFOLLOW, UINT64_MAX, display, st));
+    return read_up_to(fd.get(), max_bytes, true, static_cast<std::size_t>(st.st_size), display);
 }
 
 Result<MappedFile> MappedFile::open(int dirfd, const std::string& path, std::uint64_t max_bytes,

@@ -441,20 +441,20 @@ std::string_view parent_path(std::string_view path) {
     return slash == std::string_view::npos ? std::string_view() : path.substr(0, slash);
 }
 
-static Status check_name(const std::string& name) {
+Status check_release_name(std::string_view name) {
     if (name.empty() || name.size() > 128 || name[0] == '.' || name[0] == '-') {
-        return bad("name: must be 1 to 128 characters of A-Z a-z 0-9 . _ -, not starting with . or -");
+        return bad("must be 1 to 128 characters of A-Z a-z 0-9 . _ -, not starting with . or -");
     }
     for (char c : name) {
         bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
                   c == '.' || c == '_' || c == '-';
-        if (!ok) return bad("name: character '" + std::string(1, c) + "' not allowed");
+        if (!ok) return bad("character '" + std::string(1, c) + "' not allowed");
     }
     return Status::ok();
 }
 
 Status check_manifest(const Manifest& m) {
-    SSYNC_RETURN_IF_ERROR(check_name(m.name));
+    if (Status st = check_release_name(m.name); !st.is_ok()) return bad("name: " + st.message());
     if (m.serial == 0) return bad("serial: must be at least 1");
     if (m.expires <= m.created) return bad("expires: must be later than created");
     for (std::size_t i = 0; i < m.entries.size(); ++i) {
@@ -500,6 +500,65 @@ Result<Manifest> parse_manifest(std::string_view bytes, const ManifestLimits& li
         return bad(std::string("not valid JSON: ") + e.what());
     }
     return reader.finish(parsed);
+}
+
+namespace {
+// Follows the document only as far as its top-level "name" and stops there.
+class NameReader final : public nlohmann::json_sax<json> {
+public:
+    std::optional<std::string> name;
+
+    bool null() override { return value(); }
+    bool boolean(bool) override { return value(); }
+    bool number_integer(number_integer_t) override { return value(); }
+    bool number_unsigned(number_unsigned_t) override { return value(); }
+    bool number_float(number_float_t, const string_t&) override { return value(); }
+    bool binary(binary_t&) override { return value(); }
+    bool string(string_t& s) override {
+        if (depth_ == 1 && at_name_) {
+            name = std::move(s);
+            return false;  // found: stop reading
+        }
+        return value();
+    }
+    bool start_object(std::size_t) override { return open(); }
+    bool end_object() override { return close(); }
+    bool start_array(std::size_t) override { return open(); }
+    bool end_array() override { return close(); }
+    bool key(string_t& k) override {
+        at_name_ = depth_ == 1 && k == "name";
+        return true;
+    }
+    bool parse_error(std::size_t, const std::string&, const nlohmann::detail::exception&) override {
+        return false;
+    }
+
+private:
+    bool value() { return !(depth_ == 1 && at_name_); }  // a name that is not a string: stop
+    bool open() {
+        if (depth_ == 1 && at_name_) return false;
+        ++depth_;
+        return true;
+    }
+    bool close() {
+        --depth_;
+        return true;
+    }
+    std::size_t depth_ = 0;
+    bool at_name_ = false;
+};
+}  // namespace
+
+std::optional<std::string> peek_manifest_name(std::string_view bytes) {
+    NameReader reader;
+    try {
+        json::sax_parse(bytes.begin(), bytes.end(), &reader, nlohmann::detail::input_format_t::json,
+                        /*strict=*/false, /*ignore_comments=*/false);
+    } catch (const json::exception&) {
+        return std::nullopt;
+    }
+    if (!reader.name || !check_release_name(*reader.name).is_ok()) return std::nullopt;
+    return reader.name;
 }
 
 std::string format_mode(std::uint32_t mode) {

@@ -62,9 +62,11 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
     std::string name = options.name;
     if (name.empty()) {
         // The name DEST was last synced with: keeps a mirror from silently switching file sets.
-        if (auto recorded = read_file_bounded(installer.meta_fd(), layout::kManifest, options.limits.max_bytes,
-                                              layout::kManifest)) {
-            if (auto m = parse_manifest(*recorded, options.limits)) name = m->name;
+        // Only the name is needed, not megabytes of entries: ssync writes it near the top, so
+        // the first 64 KiB hold it. Unverified, and not trusted: it only picks the state, and
+        // the release must then carry this name. Not found: the release's own name is used.
+        if (auto head = read_file_prefix(installer.meta_fd(), layout::kManifest, 64 << 10, layout::kManifest)) {
+            if (auto recorded = peek_manifest_name(*head)) name = *recorded;
         }
     }
     std::optional<SyncState> state;

@@ -21,7 +21,9 @@ int run_sign(const cli::Args& args) {
         return cli::report_error(Status(Code::usage, "unexpected argument '" + args.positionals()[0] + "'"));
     }
     PublishOptions options;
-    options.name = args.get("name");
+    auto name = cli::release_name(args);
+    if (!name) return cli::report_error(name.status());
+    options.name = *name;
     options.now = static_cast<std::int64_t>(std::time(nullptr));
     if (args.has("serial")) {
         auto n = cli::parse_unsigned(args.get("serial"), "--serial");

@@ -46,7 +46,7 @@ Result<VerifiedRelease> load_release(const cli::Args& args) {
     }
     TrustPolicy policy;
     policy.now = static_cast<std::int64_t>(std::time(nullptr));
-    policy.expected_name = args.get("name");
+    SSYNC_ASSIGN_OR_RETURN(policy.expected_name, cli::release_name(args));
     policy.allow_expired = args.has("allow-expired");
     if (args.has("max-manifest-size")) {
         auto n = cli::parse_unsigned(args.get("max-manifest-size"), "--max-manifest-size");

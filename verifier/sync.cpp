@@ -29,7 +29,9 @@ int run_sync(const cli::Args& args) {
     options.dest = args.get("to");
     options.keyring = args.get("keyring");
     options.state_dir = args.get("state", StateStore::kDefaultDir);
-    options.name = args.get("name");
+    auto name = cli::release_name(args);
+    if (!name) return fail(args, name.status());
+    options.name = *name;
     options.transport.ca_file = args.get("ca-file");
     options.extras = args.has("keep-extra") ? ExtraPolicy::keep : ExtraPolicy::remove;
     options.verify_all = args.has("checksum");

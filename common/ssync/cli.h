@@ -54,5 +54,7 @@ int report_error(const Status& status);
 // Parses durations such as "7d", "12h", "30m", "90s", "3600" (seconds).
 Result<long long> parse_duration(const std::string& text, const std::string& option);
 Result<unsigned long long> parse_unsigned(const std::string& text, const std::string& option);
+// --name, checked like a manifest's name (it names state files); empty when absent.
+Result<std::string> release_name(const Args& args);
 
 }  // namespace ssync::cli

@@ -80,6 +80,9 @@ Result<UniqueFd> open_dir_trusted(const std::string& path);
 Result<std::string> read_file_bounded(int dirfd, const std::string& path, std::uint64_t max_bytes,
                                       const std::string& display);
 Result<std::string> read_file_bounded(const std::string& path, std::uint64_t max_bytes);
+// Reads at most the first max_bytes of a regular file (not through a symlink), of any size.
+Result<std::string> read_file_prefix(int dirfd, const std::string& path, std::uint64_t max_bytes,
+                                     const std::string& display);
 
 // A file's bytes mapped read-only, for a process's own files that it reads whole (a stat
 // cache, the signer's previous manifest): the page cache is mapped instead of copied, so no

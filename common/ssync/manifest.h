@@ -60,6 +60,14 @@ std::string write_manifest(const Manifest& manifest);
 // The rules parse_manifest() enforces beyond syntax: name, path safety, order, parents, types.
 Status check_manifest(const Manifest& manifest);
 
+// A release name: 1 to 128 of A-Z a-z 0-9 . _ -, not starting with . or - (it names files).
+Status check_release_name(std::string_view name);
+
+// The top-level "name" of manifest bytes, read no further than needed (`bytes` may be just the
+// beginning of a manifest): nullopt if it is not there or not a valid name. No other check:
+// for choosing which state to consult before anything is verified.
+std::optional<std::string> peek_manifest_name(std::string_view bytes);
+
 // Path rules: not empty, relative, '/'-separated, no empty, "." or ".." component, no NUL, valid
 // UTF-8, at most 4096 bytes with components of at most 255, and not below ".ssync" (reserved
 // for the manifest kept in a mirror). Returns the reason as a Code::bad_manifest error.

@@ -116,6 +116,25 @@ TEST_SUITE("FileSystem") {
         CHECK(r.status().message().find("larger than the limit of 99 bytes") != std::string::npos);
     }
 
+    TEST_CASE("read_file_prefix reads at most its limit of a file of any size, not through a symlink") {
+        test::TempDir dir;
+        test::write_file(dir / "f", std::string(200000, 'x') + "tail");
+        test::write_file(dir / "short", "abc");
+        REQUIRE(::symlink("f", (dir / "link").c_str()) == 0);
+        auto fd = open_dir_trusted(dir.path());
+        REQUIRE(fd.is_ok());
+        auto head = read_file_prefix(fd->get(), "f", 100000, "f");
+        REQUIRE(head.is_ok());
+        CHECK(*head == std::string(100000, 'x'));
+        auto all = read_file_prefix(fd->get(), "short", 100000, "short");
+        REQUIRE(all.is_ok());
+        CHECK(*all == "abc");
+        CHECK(read_file_prefix(fd->get(), "f", 0, "f")->empty());
+        CHECK(read_file_prefix(fd->get(), "link", 10, "link").status().code() == Code::io);
+        CHECK(read_file_prefix(fd->get(), "missing", 10, "missing").status().message() ==
+              "missing: No such file or directory");
+    }
+
     TEST_CASE("MappedFile maps exactly the file, bounded, and refuses symlinks and directories") {
         test::TempDir dir;
         std::string content(10000, 'x');

@@ -309,7 +309,7 @@ TEST_SUITE("HttpTransport") {
         f.download_and_check(*t, options);
     }
 
-    TEST_CASE("the verified hook runs once per file, on the whole file still open; its error ends the batch") {
+    TEST_CASE("the verified hook runs once per file, on the whole file still open, its error ends the batch") {
         Fixture f;
         for (unsigned i = 0; i < 60; ++i) f.add("file" + std::to_string(i), content(1000 + 300 * i, i));
         NginxServer server(f.pub);
@@ -346,7 +346,7 @@ TEST_SUITE("HttpTransport") {
         CHECK(f.check_only_verified_left(f.tmp / "stage2", again) <= 9);
     }
 
-    TEST_CASE("a disk failing mid-batch ends download_all with its error; no partial file is left") {
+    TEST_CASE("a disk failing mid-batch ends download_all with its error, no partial file is left") {
         Fixture f;
         for (unsigned i = 0; i < 80; ++i) f.add("file" + std::to_string(i), content(40'000 + i, i));
         NginxServer server(f.pub);
@@ -450,7 +450,7 @@ TEST_SUITE("HttpTransport") {
         CHECK_FALSE(exists(f.tmp / "stage/" + d7.file_name));
     }
 
-    TEST_CASE("nginx stopped mid-batch fails the batch; after start() a new batch succeeds") {
+    TEST_CASE("nginx stopped mid-batch fails the batch, after start() a new batch succeeds") {
         Fixture f;
         for (unsigned i = 0; i < 100; ++i) f.add("file" + std::to_string(i), content(32 * 1024, i));
         NginxServer server(f.pub);

@@ -2,6 +2,7 @@
 
 #include <doctest/doctest.h>
 
+#include <optional>
 #include <string>
 
 namespace ssync {
@@ -222,6 +223,36 @@ TEST_SUITE("Manifest") {
         CHECK(error_of(sample_with("\"name\": \"site\"", "\"name\": \"../x\"")).find("name") == 0);
         CHECK(error_of(sample_with("\"serial\": 7", "\"serial\": 0")).find("serial") == 0);
         CHECK(error_of(sample_with("2023-11-21", "2023-11-13")).find("expires") == 0);
+    }
+
+    TEST_CASE("check_release_name gives the bare reason") {
+        CHECK(check_release_name("site-1.2_x").is_ok());
+        CHECK(check_release_name("").message().find("must be 1 to 128") == 0);
+        CHECK(check_release_name(".x").message().find("must be 1 to 128") == 0);
+        CHECK(check_release_name("-x").message().find("must be 1 to 128") == 0);
+        CHECK(check_release_name(std::string(129, 'a')).message().find("must be 1 to 128") == 0);
+        CHECK(check_release_name(std::string(128, 'a')).is_ok());
+        CHECK(check_release_name("a/b").message() == "character '/' not allowed");
+    }
+
+    TEST_CASE("peek_manifest_name reads the name from the beginning of a manifest") {
+        std::string text = write_manifest(sample());
+        CHECK(peek_manifest_name(text) == std::optional<std::string>("site"));
+        // Just the beginning: the entries and the closing brace are missing.
+        auto cut = text.find("\"entries\"");
+        REQUIRE(cut != std::string::npos);
+        CHECK(peek_manifest_name(std::string_view(text).substr(0, cut)) == std::optional<std::string>("site"));
+        // Not there before the cut, not a string, not a valid name, or not JSON: nothing.
+        CHECK_FALSE(peek_manifest_name(std::string_view(text).substr(0, text.find("\"name\"") + 8)));
+        CHECK_FALSE(peek_manifest_name(sample_with("\"name\": \"site\"", "\"name\": 5")));
+        CHECK_FALSE(peek_manifest_name(sample_with("\"name\": \"site\"", "\"name\": [\"site\"]")));
+        CHECK_FALSE(peek_manifest_name(sample_with("\"name\": \"site\"", "\"name\": \"../x\"")));
+        CHECK_FALSE(peek_manifest_name("not json"));
+        CHECK_FALSE(peek_manifest_name(""));
+        // A "name" inside an entry or a nested object is not the manifest's.
+        CHECK_FALSE(peek_manifest_name(R"({"entries": [{"name": "inner"}], "x": {"name": "deep"})"));
+        CHECK(peek_manifest_name(R"({"entries": [{"name": "inner"}], "name": "outer")") ==
+              std::optional<std::string>("outer"));
     }
 
     TEST_CASE("the size limit is enforced before parsing") {

@@ -84,7 +84,7 @@ TEST_SUITE("WorkQueue") {
 }
 
 TEST_SUITE("parallel_for") {
-    TEST_CASE("every index once; the first error stops new items") {
+    TEST_CASE("every index once, the first error stops new items") {
         std::mutex mutex;
         std::multiset<std::size_t> seen;
         REQUIRE(parallel_for(300, 2, [&](std::size_t i) -> Status {

@@ -69,7 +69,7 @@ TEST_SUITE("Publication") {
         CHECK(tool->mode == 0755);
     }
 
-    TEST_CASE("serials increase; a lower serial, another name, or no name are refused") {
+    TEST_CASE("serials increase, a lower serial, another name, or no name are refused") {
         test::TempDir src, pub;
         make_source(src.path());
         REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
@@ -96,7 +96,7 @@ TEST_SUITE("Publication") {
         CHECK(explicit_serial->manifest.serial == 40);
     }
 
-    TEST_CASE("re-signing reuses hashes; a changed file is rehashed; --rehash hashes all") {
+    TEST_CASE("re-signing reuses hashes, a changed file is rehashed, --rehash hashes all") {
         test::TempDir src, pub;
         make_source(src.path());
         REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());

@@ -210,7 +210,7 @@ TEST_SUITE("TreeScanner") {
         CHECK(second->size() == 3);
     }
 
-    TEST_CASE("on_file sees each regular file as it is found; `found` numbers them in walk order") {
+    TEST_CASE("on_file sees each regular file as it is found, `found` numbers them in walk order") {
         test::TempDir dir;
         test::write_file(dir / "b/z", "1");
         test::write_file(dir / "a-b", "22");

@@ -79,7 +79,7 @@ std::int64_t mtime_of(const std::string& path) {
 }  // namespace
 
 TEST_SUITE("e2e sync https") {
-    TEST_CASE("first sync, update and no-op over HTTPS; the no-op fetches no manifest") {
+    TEST_CASE("first sync, update and no-op over HTTPS, the no-op fetches no manifest") {
         HttpsMirror m;
         REQUIRE(m.sign().exit_status == 0);
         NginxServer nginx(m.pub);
@@ -145,7 +145,7 @@ TEST_SUITE("e2e sync https") {
         CHECK_FALSE(exists(m.dest + "/index.html"));
     }
 
-    TEST_CASE("a tampered object, then a missing one, fail cleanly; the healthy server then succeeds") {
+    TEST_CASE("a tampered object, then a missing one, fail cleanly, the healthy server then succeeds") {
         HttpsMirror m;
         REQUIRE(m.sign().exit_status == 0);
         NginxServer nginx(m.pub);
@@ -167,7 +167,7 @@ TEST_SUITE("e2e sync https") {
         CHECK(snapshot(m.dest) == snapshot(m.src));
     }
 
-    TEST_CASE("a truncated body fails the sync, DEST untouched; the next run against a healthy server succeeds") {
+    TEST_CASE("a truncated body fails the sync, DEST untouched, the next run against a healthy server succeeds") {
         HttpsMirror m;
         REQUIRE(m.sign().exit_status == 0);
         ScriptedHttpServer bad(serve_files(m.pub, [](const std::string& path, std::string body) {

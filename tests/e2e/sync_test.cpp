@@ -6,6 +6,7 @@
 #include <spawn.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <chrono>
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
@@ -97,6 +98,49 @@ TEST_SUITE("e2e sync") {
         CHECK(r["bytes_fetched"].get<std::uint64_t>() < 300000);
         m.audit_clean();
         CHECK(snapshot(m.dest) == snapshot(m.src));
+    }
+
+    TEST_CASE("without --name, DEST keeps the name it was synced with, a bad --name is a usage error") {
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok();
+        Snapshot before = snapshot(m.dest);
+        // Another file set published at another place: pointing the mirror at it by mistake
+        // must not switch DEST over, even though nobody said --name.
+        std::string other_pub = m.dir / "other-pub";
+        REQUIRE(signer({"sign", "--root", m.src, "--out", other_pub, "--key", m.keys.plain_fpr, "--gnupghome",
+                        m.keys.home, "--name", "other", "--quiet"})
+                    .exit_status == 0);
+        auto switched = m.sync({}, other_pub);
+        CHECK(switched.exit_status == 4);
+        CHECK(switched.err.find("expected \"site\"") != std::string::npos);
+        CHECK(snapshot(m.dest) == before);
+        // Said explicitly, the operator switches DEST over, and it then keeps the new name.
+        auto said = m.sync({"--name", "other"}, other_pub);
+        CHECK_MESSAGE(said.exit_status == 0, said.err);
+        auto back = m.sync({});
+        CHECK(back.exit_status == 4);
+        CHECK(back.err.find("expected \"other\"") != std::string::npos);
+        REQUIRE(m.sync({"--name", "site"}).exit_status == 0);
+        CHECK(snapshot(m.dest) == before);
+
+        // --name names state files, so it is checked before anything runs, by every command.
+        for (std::string bad : {"../x", "", ".hidden", "a b"}) {
+            CAPTURE(bad);
+            auto sync = m.sync({"--name", bad});
+            CHECK(sync.exit_status == 2);
+            CHECK(sync.err.find("--name '" + bad + "': ") != std::string::npos);
+            CHECK(std::count(sync.err.begin(), sync.err.end(), '\n') == 1);
+            auto audit = m.audit(m.dest, {"--name", bad});
+            CHECK(audit.exit_status == 2);
+            CHECK(audit.err.find("--name '" + bad + "': ") != std::string::npos);
+            auto sign = signer({"sign", "--root", m.src, "--out", m.dir / "pub2", "--key", m.keys.plain_fpr,
+                                "--gnupghome", m.keys.home, "--name", bad, "--quiet"});
+            CHECK(sign.exit_status == 2);
+            CHECK(sign.err.find("--name '" + bad + "': ") != std::string::npos);
+            CHECK_FALSE(exists(m.dir / "pub2"));
+        }
+        CHECK(snapshot(m.dest) == before);
     }
 
     TEST_CASE("rollback: an older serial, or the same serial with other bytes, is refused") {

@@ -136,21 +136,24 @@ Result<UniqueFd> open_dir_beneath(int dirfd, std::string_view relative_path) {
     return current;
 }
 
-namespace {
-// Opens a regular file to read it whole, refusing one larger than max_bytes; `st` receives its
-// stat.
-Result<UniqueFd> open_bounded(int dirfd, const std::string& path, int flags, std::uint64_t max_bytes,
-                              const std::string& display, struct stat& st) {
-    UniqueFd fd(::openat(dirfd, path.c_str(), O_RDONLY | O_CLOEXEC | flags));
+Result<UniqueFd> open_regular_file(int dirfd, const std::string& path, int flags, std::uint64_t max_bytes,
+                                   const std::string& display, struct stat* st_out) {
+    // O_NONBLOCK: opening a FIFO for reading would otherwise wait for a writer, forever. It
+    // changes nothing for a regular file.
+    UniqueFd fd(::openat(dirfd, path.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK | flags));
     if (!fd) return errno_status(display);
+    struct stat st;
     if (::fstat(fd.get(), &st) != 0) return errno_status(display);
     if (!S_ISREG(st.st_mode)) return Status(Code::io, display + ": not a regular file");
     if (static_cast<std::uint64_t>(st.st_size) > max_bytes) {
         return Status(Code::too_large, display + ": larger than the limit of " +
                                     std::to_string(max_bytes) + " bytes");
     }
+    if (st_out) *st_out = st;
     return fd;
 }
+
+namespace {
 
 // Reads `fd` to its end, or (prefix) to max_bytes; without prefix, more is an error.
 Result<std::string> read_up_to(int fd, std::uint64_t max_bytes, bool prefix, std::size_t expected,
@@ -182,21 +185,21 @@ Result<std::string> read_up_to(int fd, std::uint64_t max_bytes, bool prefix, std
 Result<std::string> read_file_bounded(int dirfd, const std::string& path, std::uint64_t max_bytes,
                                       const std::string& display) {
     struct stat st;
-    SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_bounded(dirfd, path, 0, max_bytes, display, st));
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_regular_file(dirfd, path, 0, max_bytes, display, &st));
     return read_up_to(fd.get(), max_bytes, false, static_cast<std::size_t>(st.st_size), display);
 }
 
 Result<std::string> read_file_prefix(int dirfd, const std::string& path, std::uint64_t max_bytes,
                                      const std::string& display) {
     struct stat st;
-    SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_bounded(dirfd, path, O_NOFOLLOW, UINT64_MAX, display, st));
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_regular_file(dirfd, path, O_NOFOLLOW, UINT64_MAX, display, &st));
     return read_up_to(fd.get(), max_bytes, true, static_cast<std::size_t>(st.st_size), display);
 }
 
 Result<MappedFile> MappedFile::open(int dirfd, const std::string& path, std::uint64_t max_bytes,
                                     const std::string& display) {
     struct stat st;
-    SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_bounded(dirfd, path, O_NOFOLLOW, max_bytes, display, st));
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_regular_file(dirfd, path, O_NOFOLLOW, max_bytes, display, &st));
     MappedFile m;
     if (st.st_size == 0) return m;
     void* p = ::mmap(nullptr, static_cast<std::size_t>(st.st_size), PROT_READ, MAP_PRIVATE | MAP_POPULATE,
@@ -295,25 +298,26 @@ Status make_dirs(FileSystem& fs, int dirfd, std::string_view path, mode_t mode,
 }
 
 Result<std::vector<DirChild>> list_dir(int dirfd, const std::string& display) {
-    int dup = ::fcntl(dirfd, F_DUPFD_CLOEXEC, 0);
-    if (dup < 0) return errno_status(display);
-    DIR* dir = ::fdopendir(dup);
-    if (!dir) {
-        int err = errno;
-        ::close(dup);
-        return errno_status(display, err);
-    }
-    ::rewinddir(dir);
+    // getdents64 on the descriptor itself, not opendir(): fdopendir on a dup costs a dup, an
+    // fstat, two fcntl and a close per directory, a fifth of a walk's system calls.
+    if (::lseek(dirfd, 0, SEEK_SET) != 0) return errno_status(display);
     std::vector<DirChild> out;
-    errno = 0;
-    while (struct dirent* de = ::readdir(dir)) {
-        std::string n = de->d_name;
-        if (n != "." && n != "..") out.push_back({std::move(n), de->d_type});
-        errno = 0;
+    alignas(struct dirent64) char buf[32 << 10];
+    for (;;) {
+        ssize_t got = ::getdents64(dirfd, buf, sizeof buf);
+        if (got < 0) {
+            if (errno == EINTR) continue;
+            return errno_status(display);
+        }
+        if (got == 0) break;
+        for (ssize_t at = 0; at < got;) {
+            const auto* de = reinterpret_cast<const struct dirent64*>(buf + at);
+            at += de->d_reclen;
+            const char* n = de->d_name;
+            if (n[0] == '.' && (n[1] == '\0' || (n[1] == '.' && n[2] == '\0'))) continue;
+            out.push_back({std::string(n), de->d_type});
+        }
     }
-    int err = errno;
-    ::closedir(dir);
-    if (err != 0) return errno_status(display, err);
     return out;
 }
 
@@ -370,7 +374,7 @@ int open_beneath(int dirfd, const std::string& relative_path, int flags, mode_t 
     static std::atomic<bool> have_openat2{true};
     if (have_openat2.load(std::memory_order_relaxed)) {
         struct open_how how {};
-        how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC | O_NOFOLLOW);
+        how.flags = static_cast<std::uint64_t>(flags | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK);
         how.mode = (flags & O_CREAT) ? mode : 0;
         how.resolve = RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS | RESOLVE_NO_MAGICLINKS;
         long fd = ::syscall(SYS_openat2, dirfd, relative_path.c_str(), &how, sizeof how);
@@ -394,7 +398,7 @@ int open_beneath(int dirfd, const std::string& relative_path, int flags, mode_t 
         errno = EXDEV;
         return -1;
     }
-    return ::openat(dir ? dir.get() : dirfd, name.c_str(), flags | O_CLOEXEC | O_NOFOLLOW, mode);
+    return ::openat(dir ? dir.get() : dirfd, name.c_str(), flags | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, mode);
 }
 
 }  // namespace ssync

@@ -597,9 +597,12 @@ bool Installer::unchanged_since_record(const std::string& manifest_sha256) {
     if (!recorded || recorded->size() != 64 + 1 + 64 + 1 || recorded->compare(0, 64, manifest_sha256) != 0) {
         return false;
     }
-    // The copy of the manifest that downstream mirrors read must be intact too.
-    auto kept = read_file_bounded(meta_.get(), layout::kManifest, ManifestLimits{}.max_bytes, layout::kManifest);
-    if (!kept || sha256_hex(*kept) != manifest_sha256) return false;
+    // The copy of the manifest that downstream mirrors read must be intact too. Hashed as it
+    // is read through one small buffer: megabytes of fresh memory cost more than the hashing.
+    auto kept = open_regular_file(meta_.get(), layout::kManifest, O_NOFOLLOW, UINT64_MAX, layout::kManifest);
+    if (!kept) return false;
+    auto digest = hash_fd(kept->get(), layout::kManifest);
+    if (!digest || digest->sha256 != manifest_sha256) return false;
     ScanOptions scan_options;
     scan_options.special = SpecialFiles::skip;
     auto actual = scan_tree(dest_.get(), scan_options);

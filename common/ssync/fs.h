@@ -76,6 +76,12 @@ Result<UniqueFd> open_dir_beneath(int dirfd, std::string_view relative_path);
 // the administrator's choice, so they are followed.
 Result<UniqueFd> open_dir_trusted(const std::string& path);
 
+// Opens a regular file for reading (flags adds e.g. O_NOFOLLOW), refusing anything else and a
+// file larger than max_bytes; `st` (if set) receives its stat. O_NONBLOCK: a FIFO in its place
+// is refused at once, not waited on.
+Result<UniqueFd> open_regular_file(int dirfd, const std::string& path, int flags, std::uint64_t max_bytes,
+                                   const std::string& display, struct stat* st = nullptr);
+
 // Reads a whole file, refusing one larger than max_bytes. Context in errors is `display`.
 Result<std::string> read_file_bounded(int dirfd, const std::string& path, std::uint64_t max_bytes,
                                       const std::string& display);
@@ -127,7 +133,7 @@ struct DirChild {
     unsigned char type;  // DT_DIR, DT_REG, DT_LNK... or DT_UNKNOWN
 };
 // The names in a directory (without "." and ".."), read from the start whatever the
-// descriptor's offset (a dup shares it, so a second listing of the same fd would be empty).
+// descriptor's offset. Moves that offset: not for a descriptor another thread lists.
 Result<std::vector<DirChild>> list_dir(int dirfd, const std::string& display);
 
 // fsync a directory by descriptor.
@@ -146,6 +152,8 @@ namespace ssync {
 // Opens `relative_path` below dirfd with `flags` (O_RDONLY...), following no symlink in any
 // component and never leaving dirfd (openat2 RESOLVE_BENEATH|RESOLVE_NO_SYMLINKS, or a
 // component-by-component walk on kernels without it). -1 and errno on failure, like openat.
+// Always O_NONBLOCK, which changes nothing for regular files and directories: a FIFO or device
+// someone put in the tree is opened at once (and then refused by type), never waited on.
 int open_beneath(int dirfd, const std::string& relative_path, int flags, mode_t mode = 0);
 }  // namespace ssync
 

@@ -1,6 +1,11 @@
 #include "ssync/fs.h"
 
 #include <doctest/doctest.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <dirent.h>
+
+#include <algorithm>
 #include <unistd.h>
 
 #include "fault_fs.h"
@@ -133,6 +138,53 @@ TEST_SUITE("FileSystem") {
         CHECK(read_file_prefix(fd->get(), "link", 10, "link").status().code() == Code::io);
         CHECK(read_file_prefix(fd->get(), "missing", 10, "missing").status().message() ==
               "missing: No such file or directory");
+    }
+
+    TEST_CASE("a FIFO where a file is expected is refused at once, not waited on") {
+        // Opening a FIFO for reading blocks until a writer comes: before O_NONBLOCK, each of
+        // these hung (ctest's timeout is what fails this test if it comes back).
+        test::TempDir dir;
+        REQUIRE(::mkfifo((dir / "fifo").c_str(), 0600) == 0);
+        auto fd = open_dir_trusted(dir.path());
+        REQUIRE(fd.is_ok());
+        CHECK(read_file_bounded(dir / "fifo", 100).status().message().find("not a regular file") !=
+              std::string::npos);
+        CHECK(read_file_prefix(fd->get(), "fifo", 100, "fifo").status().message() == "fifo: not a regular file");
+        CHECK(open_regular_file(fd->get(), "fifo", 0, 100, "fifo").status().message() == "fifo: not a regular file");
+        UniqueFd opened(open_beneath(fd->get(), "fifo", O_RDONLY));
+        CHECK(opened);
+    }
+
+    TEST_CASE("list_dir returns every name once, over many getdents calls, whatever the offset") {
+        test::TempDir dir;
+        std::vector<std::string> made;
+        for (int i = 0; i < 1500; ++i) {  // names of ~60 bytes: far more than one 32 KiB read
+            std::string n = "entry-" + std::to_string(i) + "-" + std::string(50, 'n');
+            test::write_file(dir / n, "");
+            made.push_back(n);
+        }
+        REQUIRE(::mkdir((dir / "sub").c_str(), 0755) == 0);
+        made.push_back("sub");
+        std::sort(made.begin(), made.end());
+        auto fd = open_dir_trusted(dir.path());
+        REQUIRE(fd.is_ok());
+        for (int pass = 0; pass < 2; ++pass) {  // the second listing starts at the end offset
+            auto listing = list_dir(fd->get(), "dir");
+            REQUIRE(listing.is_ok());
+            std::vector<std::string> names;
+            for (const DirChild& c : *listing) {
+                names.push_back(c.name);
+                if (c.name == "sub") CHECK(c.type == DT_DIR);
+            }
+            std::sort(names.begin(), names.end());
+            CHECK(names == made);
+        }
+        auto file = ::open((dir / "sub").c_str(), O_RDONLY);
+        REQUIRE(file >= 0);
+        UniqueFd sub(file);
+        CHECK(list_dir(sub.get(), "sub")->empty());
+        UniqueFd regular(::open((dir / made[0]).c_str(), O_RDONLY));
+        CHECK(list_dir(regular.get(), "f").status().message() == "f: Not a directory");
     }
 
     TEST_CASE("MappedFile maps exactly the file, bounded, and refuses symlinks and directories") {

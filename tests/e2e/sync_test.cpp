@@ -216,6 +216,66 @@ TEST_SUITE("e2e sync") {
         CHECK(nlohmann::json::parse(read_file(m.state + "/site.state"))["serial"] == 1);
     }
 
+    TEST_CASE("FIFOs planted in a publication, in DEST/.ssync or as the keyring fail the run, never hang it") {
+        // Opening a FIFO for reading waits for a writer: each case hung before O_NONBLOCK.
+        // `timeout` turns a regression into exit 124 instead of a stuck test.
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok();
+        Snapshot before = snapshot(m.dest);
+        auto bounded_sync = [&](const std::vector<std::string>& extra = {}) {
+            std::vector<std::string> args = {"timeout", "20", SSYNC_VERIFIER_BIN, "sync", "--from", m.pub, "--to",
+                                             m.dest, "--keyring", m.keyring, "--state", m.state};
+            args.insert(args.end(), extra.begin(), extra.end());
+            return run(args);
+        };
+
+        // An object of a new release is a FIFO on the (untrusted) server.
+        write_file(m.src + "/index.html", "<h1>v2</h1>\n");
+        REQUIRE(m.sign().exit_status == 0);
+        std::string object = object_of_entry(m.pub, "index.html");
+        std::string object_bytes = read_file(object);
+        REQUIRE(::unlink(object.c_str()) == 0);
+        REQUIRE(::mkfifo(object.c_str(), 0644) == 0);
+        auto r = bounded_sync();
+        CHECK(r.exit_status == 6);
+        CHECK(r.err.find("not a regular file") != std::string::npos);
+        CHECK(snapshot(m.dest) == before);
+        REQUIRE(::unlink(object.c_str()) == 0);
+        write_file(object, object_bytes);
+
+        // `latest` is a FIFO.
+        std::string latest = m.pub + "/latest";
+        std::string latest_bytes = read_file(latest);
+        REQUIRE(::unlink(latest.c_str()) == 0);
+        REQUIRE(::mkfifo(latest.c_str(), 0644) == 0);
+        r = bounded_sync();
+        CHECK(r.exit_status == 6);
+        CHECK(r.err.find("latest: not a regular file") != std::string::npos);
+        CHECK(snapshot(m.dest) == before);
+        REQUIRE(::unlink(latest.c_str()) == 0);
+        write_file(latest, latest_bytes);
+
+        // The keyring is a FIFO.
+        std::string fifo_keyring = m.dir / "keyring.fifo";
+        REQUIRE(::mkfifo(fifo_keyring.c_str(), 0644) == 0);
+        r = run({"timeout", "20", SSYNC_VERIFIER_BIN, "sync", "--from", m.pub, "--to", m.dest, "--keyring",
+                 fifo_keyring, "--state", m.state});
+        CHECK(r.exit_status == 5);
+        CHECK(r.err.find("not a regular file") != std::string::npos);
+
+        // DEST's own kept manifest and tree stamp are FIFOs: the run does the full check instead.
+        for (const std::string name : {"manifest.json", "tree-stamp"}) {
+            CAPTURE(name);
+            std::string kept = m.dest + "/.ssync/" + name;
+            REQUIRE(::unlink(kept.c_str()) == 0);
+            REQUIRE(::mkfifo(kept.c_str(), 0644) == 0);
+            r = bounded_sync();
+            CHECK_MESSAGE(r.exit_status == 0, r.err);
+        }
+        m.audit_clean();
+    }
+
     TEST_CASE("a tampered manifest or a wrong key changes nothing") {
         Mirror m;
         REQUIRE(m.sign().exit_status == 0);

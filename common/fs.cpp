@@ -182,11 +182,18 @@ Result<std::string> read_up_to(int fd, std::uint64_t max_bytes, bool prefix, std
 }
 }  // namespace
 
+namespace {
+Result<std::string> read_whole(int dirfd, const std::string& path, int flags, std::uint64_t max_bytes,
+                               const std::string& display) {
+    struct stat st;
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_regular_file(dirfd, path, flags, max_bytes, display, &st));
+    return read_up_to(fd.get(), max_bytes, false, static_cast<std::size_t>(st.st_size), display);
+}
+}  // namespace
+
 Result<std::string> read_file_bounded(int dirfd, const std::string& path, std::uint64_t max_bytes,
                                       const std::string& display) {
-    struct stat st;
-    SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_regular_file(dirfd, path, 0, max_bytes, display, &st));
-    return read_up_to(fd.get(), max_bytes, false, static_cast<std::size_t>(st.st_size), display);
+    return read_whole(dirfd, path, O_NOFOLLOW, max_bytes, display);
 }
 
 Result<std::string> read_file_prefix(int dirfd, const std::string& path, std::uint64_t max_bytes,
@@ -226,7 +233,7 @@ MappedFile::~MappedFile() {
 }
 
 Result<std::string> read_file_bounded(const std::string& path, std::uint64_t max_bytes) {
-    return read_file_bounded(AT_FDCWD, path, max_bytes, path);
+    return read_whole(AT_FDCWD, path, 0, max_bytes, path);
 }
 
 Status write_all(FileSystem& fs, int fd, std::string_view data, const std::string& display) {

@@ -82,7 +82,10 @@ Result<UniqueFd> open_dir_trusted(const std::string& path);
 Result<UniqueFd> open_regular_file(int dirfd, const std::string& path, int flags, std::uint64_t max_bytes,
                                    const std::string& display, struct stat* st = nullptr);
 
-// Reads a whole file, refusing one larger than max_bytes. Context in errors is `display`.
+// Reads a whole regular file, refusing one larger than max_bytes. Context in errors is
+// `display`. Below a directory descriptor (ssync's own files: DEST/.ssync, the state, a
+// publication) a symlink in the last component is refused; a path the user gave (a keyring, a
+// passphrase file) may be a symlink.
 Result<std::string> read_file_bounded(int dirfd, const std::string& path, std::uint64_t max_bytes,
                                       const std::string& display);
 Result<std::string> read_file_bounded(const std::string& path, std::uint64_t max_bytes);

@@ -121,6 +121,19 @@ TEST_SUITE("FileSystem") {
         CHECK(r.status().message().find("larger than the limit of 99 bytes") != std::string::npos);
     }
 
+    TEST_CASE("read_file_bounded follows a symlink the user names, not one below ssync's own directories") {
+        test::TempDir dir;
+        test::write_file(dir / "f", "data");
+        REQUIRE(::symlink("f", (dir / "link").c_str()) == 0);
+        CHECK(*read_file_bounded(dir / "link", 100) == "data");
+        auto fd = open_dir_trusted(dir.path());
+        REQUIRE(fd.is_ok());
+        CHECK(*read_file_bounded(fd->get(), "f", 100, "f") == "data");
+        auto through = read_file_bounded(fd->get(), "link", 100, "link");
+        REQUIRE_FALSE(through.is_ok());
+        CHECK(through.status().message().find("link: ") == 0);
+    }
+
     TEST_CASE("read_file_prefix reads at most its limit of a file of any size, not through a symlink") {
         test::TempDir dir;
         test::write_file(dir / "f", std::string(200000, 'x') + "tail");

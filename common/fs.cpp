@@ -328,6 +328,40 @@ Result<std::vector<DirChild>> list_dir(int dirfd, const std::string& display) {
     return out;
 }
 
+bool dir_within(int inner, int outer) {
+    struct stat target, here;
+    if (::fstat(outer, &target) != 0 || ::fstat(inner, &here) != 0) return false;
+    UniqueFd up;
+    int current = inner;
+    // Bounded: a path has at most PATH_MAX / 2 components.
+    for (int depth = 0; depth < 4096; ++depth) {
+        if (here.st_dev == target.st_dev && here.st_ino == target.st_ino) return true;
+        UniqueFd parent(::openat(current, "..", O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        struct stat above;
+        if (!parent || ::fstat(parent.get(), &above) != 0) return false;
+        if (above.st_dev == here.st_dev && above.st_ino == here.st_ino) return false;  // the root
+        up = std::move(parent);
+        current = up.get();
+        here = above;
+    }
+    return false;
+}
+
+Overlap dir_overlap(const std::string& path, int dir) {
+    if (auto existing = open_dir_trusted(path)) {
+        if (dir_within(existing->get(), dir)) return Overlap::inside;
+        if (dir_within(dir, existing->get())) return Overlap::holds;
+        return Overlap::apart;
+    }
+    // Not there yet: it would be created in its parent, so only that can put it inside `dir`.
+    std::string trimmed = path;
+    while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
+    auto slash = trimmed.rfind('/');
+    std::string parent = slash == std::string::npos ? "." : slash == 0 ? "/" : trimmed.substr(0, slash);
+    auto parent_fd = open_dir_trusted(parent);
+    return parent_fd && dir_within(parent_fd->get(), dir) ? Overlap::inside : Overlap::apart;
+}
+
 static Status remove_children(FileSystem& fs, int dirfd, const std::string& display) {
     SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> listing, list_dir(dirfd, display));
     std::vector<std::pair<std::string, bool>> children;

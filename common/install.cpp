@@ -138,8 +138,6 @@ Result<Installer> Installer::open(const std::string& dest, const InstallOptions&
     in.fs_ = options.fs ? options.fs : &system_fs();
     in.options_ = options;
     in.dest_path_ = dest;
-    if (::mkdir(dest.c_str(), 0755) != 0 && errno != EEXIST) return errno_status(dest);
-    SSYNC_ASSIGN_OR_RETURN(in.dest_, open_dir_trusted(dest));
     std::string trimmed = dest;
     while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
     auto slash = trimmed.rfind('/');
@@ -149,6 +147,21 @@ Result<Installer> Installer::open(const std::string& dest, const InstallOptions&
         return Status(Code::usage, dest + ": name the destination directory itself (not ., .. or /)");
     }
     SSYNC_ASSIGN_OR_RETURN(in.parent_, open_dir_trusted(parent));
+    if (options.source_dir_fd >= 0) {
+        // Checked before DEST is created: a DEST inside the publication would change it.
+        switch (dir_overlap(dest, options.source_dir_fd)) {
+        case Overlap::inside:
+            return Status(Code::usage, dest + ": is the publication it would be synced from, or inside it; "
+                                              "choose another destination");
+        case Overlap::holds:
+            return Status(Code::usage, dest + ": holds the publication it would be synced from (syncing would "
+                                              "remove it as extraneous); choose another destination");
+        case Overlap::apart:
+            break;
+        }
+    }
+    if (::mkdir(dest.c_str(), 0755) != 0 && errno != EEXIST) return errno_status(dest);
+    SSYNC_ASSIGN_OR_RETURN(in.dest_, open_dir_trusted(dest));
     std::string meta(kReservedDir);
     if (in.fs_->mkdirat(in.dest_.get(), meta.c_str(), 0755) != 0 && errno != EEXIST) {
         return errno_status(join_path(dest, meta));

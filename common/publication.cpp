@@ -237,15 +237,18 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
                               const PublishOptions& options, const SignFunction& sign) {
     FileSystem& fs = options.fs ? *options.fs : system_fs();
     SSYNC_ASSIGN_OR_RETURN(UniqueFd src_fd, open_dir_trusted(source));
+    // Checked before the publication is created: inside the source tree it would be published
+    // into itself, and a source inside the publication would be rewritten by it.
+    switch (dir_overlap(publication, src_fd.get())) {
+    case Overlap::inside:
+        return Status(Code::usage, publication + ": the publication cannot be the source tree or inside it");
+    case Overlap::holds:
+        return Status(Code::usage, publication + ": the publication cannot hold the source tree");
+    case Overlap::apart:
+        break;
+    }
     if (::mkdir(publication.c_str(), 0755) != 0 && errno != EEXIST) return errno_status(publication);
     SSYNC_ASSIGN_OR_RETURN(UniqueFd pub_fd, open_dir_trusted(publication));
-    {
-        struct stat s1, s2;
-        if (::fstat(src_fd.get(), &s1) == 0 && ::fstat(pub_fd.get(), &s2) == 0 &&
-            s1.st_dev == s2.st_dev && s1.st_ino == s2.st_ino) {
-            return Status(Code::usage, publication + ": the publication cannot be the source tree");
-        }
-    }
     SSYNC_RETURN_IF_ERROR(make_dirs(fs, pub_fd.get(), layout::kSignerDir, 0700, layout::kSignerDir));
     SSYNC_ASSIGN_OR_RETURN(UniqueFd signer_fd, open_dir_beneath(pub_fd.get(), layout::kSignerDir));
     SSYNC_ASSIGN_OR_RETURN(FileLock lock, FileLock::acquire(signer_fd.get(), kLockFile,

@@ -53,10 +53,11 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
     install_options.extras = options.extras;
     install_options.verify_all = options.verify_all;
     install_options.fs = &fs;
+    SSYNC_ASSIGN_OR_RETURN(std::unique_ptr<Transport> transport, open_transport(options.url, options.transport));
+    install_options.source_dir_fd = transport->local_dir_fd();
     SSYNC_ASSIGN_OR_RETURN(Installer installer, Installer::open(options.dest, install_options));
     SSYNC_ASSIGN_OR_RETURN(FileLock lock, FileLock::acquire(installer.meta_fd(), "lock", options.dest));
     SSYNC_ASSIGN_OR_RETURN(StateStore store, StateStore::open(fs, options.state_dir));
-    SSYNC_ASSIGN_OR_RETURN(std::unique_ptr<Transport> transport, open_transport(options.url, options.transport));
 
     SyncReport report;
     std::string name = options.name;

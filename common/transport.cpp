@@ -63,6 +63,7 @@ public:
     }
 
     std::string describe() const override { return root_; }
+    int local_dir_fd() const override { return fd_.get(); }
 
 private:
     static Status check_relative(const std::string& path) {

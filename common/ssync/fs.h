@@ -139,6 +139,18 @@ struct DirChild {
 // descriptor's offset. Moves that offset: not for a descriptor another thread lists.
 Result<std::vector<DirChild>> list_dir(int dirfd, const std::string& display);
 
+// Whether the directory `inner` is the directory `outer` or below it, found by walking up
+// from `inner` through ".." and comparing device and inode (so another spelling of a path, a
+// symlink or a bind mount of the same file system does not hide it). An ancestor that cannot
+// be opened ends the walk: false, as nothing above it could be compared.
+bool dir_within(int inner, int outer);
+
+// How the directory at `path` (which need not exist yet) relates to the directory `dir`:
+// inside it (or the same), holding it, or apart. For refusing a destination that overlaps
+// the source, before anything is created.
+enum class Overlap { apart, inside, holds };
+Overlap dir_overlap(const std::string& path, int dir);
+
 // fsync a directory by descriptor.
 Status sync_dir(FileSystem& fs, int dirfd, const std::string& display);
 

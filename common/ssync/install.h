@@ -51,11 +51,15 @@ struct InstallOptions {
     bool verify_all = false;   // hash every DEST file instead of trusting the stat cache
     unsigned threads = 0;
     FileSystem* fs = nullptr;  // nullptr: system_fs()
+    // The directory the release is read from, when it is local: DEST may be neither inside it
+    // nor contain it (removing extras would delete the publication). -1: not local.
+    int source_dir_fd = -1;
 };
 
 class Installer {
 public:
-    // Opens DEST (creating it if missing) and DEST/.ssync. The caller holds the lock.
+    // Opens DEST (creating it if missing) and DEST/.ssync. The caller holds the lock. A DEST
+    // that overlaps options.source_dir_fd is a usage error, found before anything is created.
     static Result<Installer> open(const std::string& dest, const InstallOptions& options);
 
     // Compares DEST with `manifest`. Uses DEST/.ssync/stat-cache to avoid re-hashing files

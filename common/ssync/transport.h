@@ -65,6 +65,10 @@ public:
 
     // The URL as given, for messages.
     virtual std::string describe() const = 0;
+
+    // The publication's directory when it is on this machine (a path or file:// URL), so that
+    // a destination overlapping it can be refused; -1 otherwise.
+    virtual int local_dir_fd() const { return -1; }
 };
 
 // Writes one Download to its file, hashing as it goes and refusing bytes beyond its size: the

@@ -200,6 +200,34 @@ TEST_SUITE("FileSystem") {
         CHECK(list_dir(regular.get(), "f").status().message() == "f: Not a directory");
     }
 
+    TEST_CASE("dir_within and dir_overlap see through other spellings and symlinks") {
+        test::TempDir dir;
+        REQUIRE(::mkdir((dir / "pub").c_str(), 0755) == 0);
+        REQUIRE(::mkdir((dir / "pub/sub").c_str(), 0755) == 0);
+        REQUIRE(::mkdir((dir / "other").c_str(), 0755) == 0);
+        REQUIRE(::symlink("pub/sub", (dir / "alias").c_str()) == 0);
+        auto pub = open_dir_trusted(dir / "pub");
+        auto sub = open_dir_trusted(dir / "pub/sub");
+        auto other = open_dir_trusted(dir / "other");
+        REQUIRE((pub.is_ok() && sub.is_ok() && other.is_ok()));
+        CHECK(dir_within(pub->get(), pub->get()));
+        CHECK(dir_within(sub->get(), pub->get()));
+        CHECK_FALSE(dir_within(pub->get(), sub->get()));
+        CHECK_FALSE(dir_within(other->get(), pub->get()));
+
+        CHECK(dir_overlap(dir / "pub", pub->get()) == Overlap::inside);
+        CHECK(dir_overlap(dir / "pub/", pub->get()) == Overlap::inside);
+        CHECK(dir_overlap(dir / "other/../pub/sub", pub->get()) == Overlap::inside);
+        CHECK(dir_overlap(dir / "alias", pub->get()) == Overlap::inside);
+        CHECK(dir_overlap(dir / "alias/new", pub->get()) == Overlap::inside);  // not there yet
+        CHECK(dir_overlap(dir.path(), pub->get()) == Overlap::holds);
+        CHECK(dir_overlap("/", pub->get()) == Overlap::holds);
+        CHECK(dir_overlap(dir / "other", pub->get()) == Overlap::apart);
+        CHECK(dir_overlap(dir / "new", pub->get()) == Overlap::apart);
+        CHECK(dir_overlap(dir / "missing/new", pub->get()) == Overlap::apart);
+        CHECK_FALSE(test::exists(dir / "alias/new"));
+    }
+
     TEST_CASE("MappedFile maps exactly the file, bounded, and refuses symlinks and directories") {
         test::TempDir dir;
         std::string content(10000, 'x');

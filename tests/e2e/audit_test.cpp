@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "e2e.h"
+#include "tree_snapshot.h"
 #include "ssync/manifest.h"
 
 namespace ssync::test {
@@ -346,6 +347,20 @@ TEST_SUITE("e2e cli") {
         CHECK(typo.exit_status == 2);
         CHECK(typo.err.find("did you mean 'audit'?") != std::string::npos);
         CHECK(run({SSYNC_SIGNER_BIN, "--help"}).exit_status == 0);
+    }
+
+    TEST_CASE("a publication that is, holds or lies inside the source tree is refused, creating nothing") {
+        Published p;
+        Snapshot before = snapshot(p.dir.path());
+        for (const std::string& out : {p.src, p.src + "/pub", p.src + "/docs", p.dir.path()}) {
+            CAPTURE(out);
+            auto r = signer({"sign", "--root", p.src, "--out", out, "--key", p.keys.plain_fpr, "--gnupghome",
+                             p.keys.home, "--name", "site", "--quiet"});
+            CHECK(r.exit_status == 2);
+            CHECK(r.err.find("the publication cannot") != std::string::npos);
+        }
+        CHECK(snapshot(p.dir.path()) == before);
+        REQUIRE(p.sign().exit_status == 0);  // a sibling is fine
     }
 
     TEST_CASE("sign --json: counts, and seconds per phase") {

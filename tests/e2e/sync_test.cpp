@@ -265,7 +265,7 @@ TEST_SUITE("e2e sync") {
         CHECK(r.err.find("not a regular file") != std::string::npos);
 
         // DEST's own kept manifest and tree stamp are FIFOs: the run does the full check instead.
-        for (const std::string name : {"manifest.json", "tree-stamp"}) {
+        for (std::string name : {"manifest.json", "tree-stamp"}) {
             CAPTURE(name);
             std::string kept = m.dest + "/.ssync/" + name;
             REQUIRE(::unlink(kept.c_str()) == 0);
@@ -273,6 +273,33 @@ TEST_SUITE("e2e sync") {
             r = bounded_sync();
             CHECK_MESSAGE(r.exit_status == 0, r.err);
         }
+        m.audit_clean();
+    }
+
+    TEST_CASE("a DEST that is, holds or lies inside a local publication is refused before anything is written") {
+        // Regression: --to naming the publication itself "succeeded" by replacing the
+        // publication with the tree, removing objects/ and releases/ as extraneous.
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        Snapshot pub_before = snapshot(m.pub);
+        Snapshot dir_before = snapshot(m.dir.path());
+        for (const std::string& dest : {m.pub, m.pub + "/", m.pub + "/mirror", m.pub + "/objects", m.dir.path(),
+                                       m.dir / "src/../pub"}) {
+            CAPTURE(dest);
+            auto r = verifier({"sync", "--from", m.pub, "--to", dest, "--keyring", m.keyring, "--state", m.state});
+            CHECK(r.exit_status == 2);
+            CHECK(r.err.find("publication it would be synced from") != std::string::npos);
+            CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+        }
+        CHECK(snapshot(m.pub) == pub_before);
+        CHECK(snapshot(m.dir.path()) == dir_before);
+        CHECK_FALSE(exists(m.pub + "/mirror"));
+        // file:// names the same directory.
+        auto url = verifier({"sync", "--from", "file://" + m.pub, "--to", m.pub, "--keyring", m.keyring});
+        CHECK(url.exit_status == 2);
+        CHECK(snapshot(m.pub) == pub_before);
+        // A sibling is fine.
+        m.sync_ok();
         m.audit_clean();
     }
 

@@ -179,7 +179,7 @@ Result<long long> parse_duration(const std::string& text, const std::string& opt
 Result<unsigned long long> parse_unsigned(const std::string& text, const std::string& option) {
     if (text.empty() || text.size() > 18 ||
         !std::all_of(text.begin(), text.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-        return Status(Code::usage, option + ": '" + text + "' is not a non-negative integer");
+        return Status(Code::usage, option + ": '" + text + "' is not a whole number below 10^18");
     }
     return std::stoull(text);
 }

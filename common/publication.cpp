@@ -233,9 +233,13 @@ Result<std::optional<std::string>> read_current_manifest(int pub_fd) {
     return std::optional<std::string>(std::move(bytes));
 }
 
+namespace {
+Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publication, const PublishOptions& options,
+                                   const SignFunction& sign);
+}  // namespace
+
 Result<PublishResult> publish(const std::string& source, const std::string& publication,
                               const PublishOptions& options, const SignFunction& sign) {
-    FileSystem& fs = options.fs ? *options.fs : system_fs();
     SSYNC_ASSIGN_OR_RETURN(UniqueFd src_fd, open_dir_trusted(source));
     // Checked before the publication is created: inside the source tree it would be published
     // into itself, and a source inside the publication would be rewritten by it.
@@ -247,7 +251,27 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     case Overlap::apart:
         break;
     }
-    if (::mkdir(publication.c_str(), 0755) != 0 && errno != EEXIST) return errno_status(publication);
+    bool created = ::mkdir(publication.c_str(), 0755) == 0;
+    if (!created && errno != EEXIST) return errno_status(publication);
+    auto result = publish_into(std::move(src_fd), publication, options, sign);
+    // A first run that failed (a wrong key, a FIFO in the source) leaves no half-made
+    // publication behind: until `latest` exists nothing in it was published, and all of it
+    // was made by this run. Not when another signer holds the lock: it is working in there.
+    if (!result && created && result.status().code() != Code::busy) {
+        std::string latest = join_path(publication, layout::kLatest);
+        struct stat st;
+        if (::lstat(latest.c_str(), &st) != 0 && errno == ENOENT) {
+            FileSystem& fs = options.fs ? *options.fs : system_fs();
+            (void)remove_tree(fs, AT_FDCWD, publication, publication);  // best effort: the error stands
+        }
+    }
+    return result;
+}
+
+namespace {
+Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publication, const PublishOptions& options,
+                                   const SignFunction& sign) {
+    FileSystem& fs = options.fs ? *options.fs : system_fs();
     SSYNC_ASSIGN_OR_RETURN(UniqueFd pub_fd, open_dir_trusted(publication));
     SSYNC_RETURN_IF_ERROR(make_dirs(fs, pub_fd.get(), layout::kSignerDir, 0700, layout::kSignerDir));
     SSYNC_ASSIGN_OR_RETURN(UniqueFd signer_fd, open_dir_beneath(pub_fd.get(), layout::kSignerDir));
@@ -538,5 +562,6 @@ Result<PublishResult> publish(const std::string& source, const std::string& publ
     result.previous = std::move(previous);
     return result;
 }
+}  // namespace
 
 }  // namespace ssync

@@ -387,16 +387,28 @@ TEST_SUITE("e2e cli") {
 
     TEST_CASE("a wrong --key fails the run and publishes nothing") {
         // The key is looked up while the tree is hashed (hashing stops when the lookup fails),
-        // so a few objects may be stored; they are content-addressed and unreferenced, and a
-        // later run with the right key uses them.
+        // so into an existing publication a few objects may be stored; they are
+        // content-addressed and unreferenced, and a later run with the right key uses them.
         Published p;
         auto s = p.sign({}, "0000000000000000000000000000000000000000");
         CHECK(s.exit_status == 3);
         CHECK(s.err.find("no such secret key") != std::string::npos);
-        CHECK_FALSE(exists(p.pub + "/latest"));
-        CHECK_FALSE(exists(p.pub + "/manifest.json"));
-        CHECK_FALSE(exists(p.pub + "/releases/1"));
-        CHECK(p.sign().exit_status == 0);
+        // A first run made the publication directory, so it removes it again: no skeleton
+        // of a publication is left for a web server to serve.
+        CHECK_FALSE(exists(p.pub));
+        REQUIRE(p.sign().exit_status == 0);
+
+        // An existing publication is not removed: a failed re-sign leaves it as it was (apart
+        // from unreferenced objects), still serving release 1.
+        write_file(p.src + "/index.html", "v2");
+        std::string manifest = read_file(p.pub + "/manifest.json");
+        auto again = p.sign({}, "0000000000000000000000000000000000000000");
+        CHECK(again.exit_status == 3);
+        CHECK(read_file(p.pub + "/latest") == "1\n");
+        CHECK(read_file(p.pub + "/manifest.json") == manifest);
+        CHECK_FALSE(exists(p.pub + "/releases/2"));
+        auto show = verifier({"show", "--from", p.pub, "--keyring", p.keyring});
+        CHECK_MESSAGE(show.exit_status == 0, show.err);  // still verifies
     }
 
     TEST_CASE("a special file in the source is refused by name unless --skip-special") {

@@ -180,9 +180,7 @@ Result<std::string> read_up_to(int fd, std::uint64_t max_bytes, bool prefix, std
     }
     return data;
 }
-}  // namespace
 
-namespace {
 Result<std::string> read_whole(int dirfd, const std::string& path, int flags, std::uint64_t max_bytes,
                                const std::string& display) {
     struct stat st;

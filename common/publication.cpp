@@ -37,7 +37,6 @@ std::string release_dir(std::uint64_t serial) {
 namespace {
 
 constexpr const char* kCacheFile = "stat-cache";
-constexpr const char* kLockFile = "lock";
 
 bool exists_at(int dirfd, const std::string& path) {
     struct stat st;
@@ -275,7 +274,7 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     SSYNC_ASSIGN_OR_RETURN(UniqueFd pub_fd, open_dir_trusted(publication));
     SSYNC_RETURN_IF_ERROR(make_dirs(fs, pub_fd.get(), layout::kSignerDir, 0700, layout::kSignerDir));
     SSYNC_ASSIGN_OR_RETURN(UniqueFd signer_fd, open_dir_beneath(pub_fd.get(), layout::kSignerDir));
-    SSYNC_ASSIGN_OR_RETURN(FileLock lock, FileLock::acquire(signer_fd.get(), kLockFile,
+    SSYNC_ASSIGN_OR_RETURN(FileLock lock, FileLock::acquire(signer_fd.get(), layout::kSignerLock,
                                                             publication + "/" + layout::kSignerDir));
 
     using Clock = std::chrono::steady_clock;

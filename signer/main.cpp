@@ -5,6 +5,7 @@
 int main(int argc, char** argv) {
     const std::vector<ssync::cli::Command> commands = {
         ssync::signer::sign_command(),
+        ssync::signer::gc_command(),
     };
     return ssync::cli::main("ssync-signer", "Sign a file tree into a publication that mirrors can verify.",
                             commands, argc, argv);

@@ -4,4 +4,5 @@
 
 namespace ssync::signer {
 cli::Command sign_command();
+cli::Command gc_command();
 }  // namespace ssync::signer

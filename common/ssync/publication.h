@@ -33,6 +33,7 @@ inline constexpr const char* kObjects = "objects";
 inline constexpr const char* kReleases = "releases";
 inline constexpr const char* kTree = "tree";
 inline constexpr const char* kSignerDir = ".ssync-signer";
+inline constexpr const char* kSignerLock = "lock";  // in kSignerDir: held by sign and gc
 // "objects/ab/abcdef…"
 std::string object_path(std::string_view sha256);
 // "releases/42"

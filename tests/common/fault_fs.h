@@ -11,7 +11,7 @@ namespace ssync::test {
 
 class FaultInjectingFs : public FileSystem {
 public:
-    enum class Op { none, write, fsync, rename, link, mkdir, open_create };
+    enum class Op { none, write, fsync, rename, link, mkdir, open_create, unlink };
     // Fails the `nth` (1-based) call of `op` with `err`, and every later one if `sticky`.
     void fail(Op op, int nth, int err, bool sticky = false) {
         op_ = op;
@@ -45,6 +45,11 @@ public:
     int mkdirat(int dirfd, const char* path, mode_t mode) override {
         if (hit(Op::mkdir)) return -1;
         return FileSystem::mkdirat(dirfd, path, mode);
+    }
+
+    int unlinkat(int dirfd, const char* path, int flags) override {
+        if (hit(Op::unlink)) return -1;
+        return FileSystem::unlinkat(dirfd, path, flags);
     }
 
 private:

@@ -333,7 +333,7 @@ TEST_SUITE("e2e check show export") {
 TEST_SUITE("e2e cli") {
     TEST_CASE("every command has --help, usage errors exit 2 with one line") {
         for (const auto& [bin, verb] : std::vector<std::pair<std::string, std::string>>{
-                 {SSYNC_SIGNER_BIN, "sign"}, {SSYNC_VERIFIER_BIN, "audit"}, {SSYNC_VERIFIER_BIN, "check"},
+                 {SSYNC_SIGNER_BIN, "sign"}, {SSYNC_SIGNER_BIN, "gc"}, {SSYNC_VERIFIER_BIN, "audit"}, {SSYNC_VERIFIER_BIN, "check"},
                  {SSYNC_VERIFIER_BIN, "show"}, {SSYNC_VERIFIER_BIN, "export"}}) {
             CAPTURE(verb);
             auto h = run({bin, verb, "--help"});

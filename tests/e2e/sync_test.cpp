@@ -303,6 +303,37 @@ TEST_SUITE("e2e sync") {
         m.audit_clean();
     }
 
+    TEST_CASE("signer gc: old releases go, mirrors behind and current still sync and audit") {
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok();  // this mirror stays at release 1 until after the gc
+        for (int n = 2; n <= 4; ++n) {
+            write_file(m.src + "/index.html", "<h1>release " + std::to_string(n) + "</h1>\n");
+            REQUIRE(m.sign().exit_status == 0);
+        }
+        auto dry = signer({"gc", "--out", m.pub, "--keep", "1", "--dry-run"});
+        CHECK(dry.exit_status == 0);
+        CHECK(dry.out == "would remove 3 releases (1-3) and 3 objects (55 B); kept release 4 (5 objects)\n");
+        CHECK(exists(m.pub + "/releases/1"));
+        auto gc = signer({"gc", "--out", m.pub, "--keep", "1", "--json"});
+        REQUIRE_MESSAGE(gc.exit_status == 0, gc.err);
+        auto j = nlohmann::json::parse(gc.out);
+        CHECK(j["kept"] == nlohmann::json::array({4}));
+        CHECK(j["removed_releases"] == nlohmann::json::array({3, 2, 1}));
+        CHECK(j["objects_removed"] == 3);
+        CHECK(j["dry_run"] == false);
+        CHECK_FALSE(exists(m.pub + "/releases/3"));
+        auto r = m.sync_ok();
+        CHECK(r["serial"] == 4);
+        m.audit_clean();
+        auto quiet = signer({"gc", "--out", m.pub, "--quiet"});
+        CHECK(quiet.exit_status == 0);
+        CHECK(quiet.out.empty());
+        auto bad = signer({"gc", "--out", m.src});
+        CHECK(bad.exit_status == 2);
+        CHECK(bad.err.find("not a publication made by ssync-signer") != std::string::npos);
+    }
+
     TEST_CASE("a tampered manifest or a wrong key changes nothing") {
         Mirror m;
         REQUIRE(m.sign().exit_status == 0);

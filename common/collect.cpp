@@ -1,0 +1,139 @@
+#include "ssync/collect.h"
+
+#include <sys/stat.h>
+
+#include <algorithm>
+#include <charconv>
+#include <unordered_set>
+
+#include "ssync/manifest.h"
+#include "ssync/publication.h"
+
+namespace ssync {
+
+namespace {
+
+// A serial as ssync writes it in a directory name or `latest`: decimal, no sign, no leading
+// zero. Anything else is not ours to judge.
+std::optional<std::uint64_t> parse_serial(std::string_view text) {
+    if (text.empty() || text.size() > 19 || (text.size() > 1 && text[0] == '0')) return std::nullopt;
+    std::uint64_t value = 0;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+    if (ec != std::errc() || end != text.data() + text.size() || value == 0) return std::nullopt;
+    return value;
+}
+
+bool is_lower_hex(std::string_view s) {
+    return std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+}
+
+// The digests one kept release lists; its manifest must parse and carry its serial.
+Status add_release_digests(int releases_fd, std::uint64_t serial, std::unordered_set<std::string>& digests) {
+    std::string dir = std::to_string(serial);
+    std::string display = std::string(layout::kReleases) + "/" + dir + "/" + layout::kManifest;
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd release_fd, open_dir_beneath(releases_fd, dir));
+    SSYNC_ASSIGN_OR_RETURN(std::string bytes,
+                           read_file_bounded(release_fd.get(), layout::kManifest, ManifestLimits{}.max_bytes, display));
+    auto manifest = parse_manifest(bytes);
+    if (!manifest) return manifest.status().with_context(display);
+    if (manifest->serial != serial) {
+        return Status(Code::bad_manifest, display + ": serial " + std::to_string(manifest->serial) +
+                                              " in a directory for serial " + std::to_string(serial));
+    }
+    for (const Entry& e : manifest->entries)
+        if (e.type == EntryType::file) digests.insert(e.sha256);
+    return Status::ok();
+}
+
+}  // namespace
+
+Result<CollectResult> collect_garbage(const std::string& publication, const CollectOptions& options) {
+    if (options.keep == 0) return Status(Code::usage, "--keep: must be at least 1 (the current release)");
+    FileSystem& fs = options.fs ? *options.fs : system_fs();
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd pub_fd, open_dir_trusted(publication));
+    auto signer_fd = open_dir_beneath(pub_fd.get(), layout::kSignerDir);
+    if (!signer_fd) {
+        return Status(Code::usage, publication + ": not a publication made by ssync-signer (no " +
+                                       layout::kSignerDir + "/)");
+    }
+    SSYNC_ASSIGN_OR_RETURN(FileLock lock, FileLock::acquire(signer_fd->get(), layout::kSignerLock,
+                                                            publication + "/" + layout::kSignerDir));
+
+    SSYNC_ASSIGN_OR_RETURN(std::string latest_text, read_file_bounded(pub_fd.get(), layout::kLatest, 32,
+                                                                      join_path(publication, layout::kLatest)));
+    if (!latest_text.empty() && latest_text.back() == '\n') latest_text.pop_back();
+    auto latest = parse_serial(latest_text);
+    if (!latest) {
+        return Status(Code::bad_manifest, join_path(publication, layout::kLatest) + ": not a serial number");
+    }
+
+    // Which releases stay: `latest` and the newest keep-1 below it. Directories above it were
+    // written by a sign that failed before its switch: never published, so they go.
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd releases_fd, open_dir_beneath(pub_fd.get(), layout::kReleases));
+    SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> release_dirs, list_dir(releases_fd.get(), layout::kReleases));
+    std::vector<std::uint64_t> serials;
+    for (const DirChild& c : release_dirs)
+        if (auto s = parse_serial(c.name)) serials.push_back(*s);
+    if (std::find(serials.begin(), serials.end(), *latest) == serials.end()) {
+        return Status(Code::bad_manifest, publication + ": `latest` names serial " + std::to_string(*latest) +
+                                              ", which has no releases/ directory");
+    }
+    std::sort(serials.rbegin(), serials.rend());
+    CollectResult result;
+    for (std::uint64_t s : serials) {
+        bool keep = s <= *latest && result.kept.size() < options.keep;
+        (keep ? result.kept : result.removed_releases).push_back(s);
+    }
+
+    // Everything that must survive is known before anything is removed: a kept manifest that
+    // cannot be read stops the run with the publication untouched.
+    std::unordered_set<std::string> wanted;
+    for (std::uint64_t s : result.kept) SSYNC_RETURN_IF_ERROR(add_release_digests(releases_fd.get(), s, wanted));
+
+    // Releases first, then objects: a run cut short leaves only unreferenced objects, which
+    // the next run removes.
+    if (!options.dry_run) {
+        for (std::uint64_t s : result.removed_releases) {
+            std::string name = std::to_string(s);
+            SSYNC_RETURN_IF_ERROR(remove_tree(fs, releases_fd.get(), name, layout::release_dir(s)));
+        }
+    }
+
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd objects_fd, open_dir_beneath(pub_fd.get(), layout::kObjects));
+    SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> fanout, list_dir(objects_fd.get(), layout::kObjects));
+    for (const DirChild& d : fanout) {
+        std::string sub_display = std::string(layout::kObjects) + "/" + d.name;
+        if (d.name == "tmp") {
+            // Temporaries of runs that died; we hold the lock, so no sign is writing them.
+            SSYNC_ASSIGN_OR_RETURN(UniqueFd tmp_fd, open_dir_beneath(objects_fd.get(), d.name));
+            SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> leftovers, list_dir(tmp_fd.get(), sub_display));
+            for (const DirChild& t : leftovers) {
+                if (!options.dry_run) {
+                    SSYNC_RETURN_IF_ERROR(remove_tree(fs, tmp_fd.get(), t.name, sub_display + "/" + t.name));
+                }
+                ++result.temporaries_removed;
+            }
+            continue;
+        }
+        if (d.name.size() != 2 || !is_lower_hex(d.name)) continue;
+        SSYNC_ASSIGN_OR_RETURN(UniqueFd sub_fd, open_dir_beneath(objects_fd.get(), d.name));
+        SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> objects, list_dir(sub_fd.get(), sub_display));
+        for (const DirChild& o : objects) {
+            if (o.name.size() != 64 || !is_lower_hex(o.name) || o.name.compare(0, 2, d.name) != 0) continue;
+            if (wanted.count(o.name)) {
+                ++result.objects_kept;
+                continue;
+            }
+            std::string display = sub_display + "/" + o.name;
+            struct stat st;
+            if (::fstatat(sub_fd.get(), o.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno_status(display);
+            if (!S_ISREG(st.st_mode)) continue;
+            if (!options.dry_run && fs.unlinkat(sub_fd.get(), o.name.c_str(), 0) != 0) return errno_status(display);
+            ++result.objects_removed;
+            result.bytes_removed += static_cast<std::uint64_t>(st.st_size);
+        }
+    }
+    return result;
+}
+
+}  // namespace ssync

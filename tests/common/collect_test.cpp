@@ -1,0 +1,226 @@
+#include "ssync/collect.h"
+
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "fault_fs.h"
+#include "ssync/hash.h"
+#include "ssync/manifest.h"
+#include "ssync/publication.h"
+#include "testutil.h"
+
+namespace ssync {
+
+namespace {
+
+Result<std::string> fake_sign(std::string_view bytes) { return "SIG " + sha256_hex(bytes); }
+
+// A publication of `releases` releases: "shared" is in all of them, "v" changes every time,
+// "only-N" exists only in release N.
+struct History {
+    test::TempDir src, pub;
+    explicit History(int releases) {
+        test::write_file(src / "shared", "the same in every release");
+        for (int n = 1; n <= releases; ++n) {
+            test::write_file(src / "v", "version " + std::to_string(n));
+            if (n > 1) REQUIRE(::unlink((src / ("only-" + std::to_string(n - 1))).c_str()) == 0);
+            test::write_file(src / ("only-" + std::to_string(n)), "only in " + std::to_string(n));
+            PublishOptions o;
+            o.name = "site";
+            o.now = 1700000000 + n;
+            REQUIRE(publish(src.path(), pub.path(), o, fake_sign).is_ok());
+        }
+    }
+    bool has_object(const std::string& content) const {
+        return test::exists(pub / layout::object_path(sha256_hex(content)));
+    }
+    // Every file of the current release has its object.
+    void current_is_whole() const {
+        auto m = parse_manifest(test::read_file(pub / "manifest.json"));
+        REQUIRE(m.is_ok());
+        for (const Entry& e : m->entries) {
+            if (e.type == EntryType::file) CHECK_MESSAGE(test::exists(pub / layout::object_path(e.sha256)), e.path);
+        }
+    }
+};
+
+}  // namespace
+
+TEST_SUITE("Collect") {
+    TEST_CASE("keeps the newest releases and their objects, removes the rest") {
+        History h(4);
+        CollectOptions o;
+        o.keep = 2;
+        auto r = collect_garbage(h.pub.path(), o);
+        REQUIRE(r.is_ok());
+        CHECK(r->kept == std::vector<std::uint64_t>{4, 3});
+        CHECK(r->removed_releases == std::vector<std::uint64_t>{2, 1});
+        CHECK_FALSE(test::exists(h.pub / "releases/1"));
+        CHECK_FALSE(test::exists(h.pub / "releases/2"));
+        CHECK(test::exists(h.pub / "releases/3/manifest.json"));
+        CHECK(test::exists(h.pub / "releases/4/manifest.json.asc"));
+        // Objects: version 1, 2 and only-1, only-2 went; 3 and 4 and the shared one stayed.
+        CHECK(r->objects_removed == 4);
+        CHECK(r->bytes_removed == 2 * std::string("version 1").size() + 2 * std::string("only in 1").size());
+        CHECK(r->objects_kept == 5);
+        CHECK_FALSE(h.has_object("version 1"));
+        CHECK_FALSE(h.has_object("only in 2"));
+        CHECK(h.has_object("version 3"));
+        CHECK(h.has_object("only in 3"));
+        CHECK(h.has_object("the same in every release"));
+        h.current_is_whole();
+        CHECK(test::read_file(h.pub / "latest") == "4\n");
+
+        // Nothing left to do the second time; keep=1 then drops release 3 alone.
+        auto again = collect_garbage(h.pub.path(), o);
+        REQUIRE(again.is_ok());
+        CHECK(again->removed_releases.empty());
+        CHECK(again->objects_removed == 0);
+        o.keep = 1;
+        auto one = collect_garbage(h.pub.path(), o);
+        REQUIRE(one.is_ok());
+        CHECK(one->removed_releases == std::vector<std::uint64_t>{3});
+        CHECK(one->objects_removed == 2);
+        h.current_is_whole();
+
+        // The signer carries on: the next release reuses what is left and stores what is not.
+        test::write_file(h.src / "v", "version 3");  // content gc removed comes back
+        PublishOptions p;
+        p.now = 1700000100;
+        auto next = publish(h.src.path(), h.pub.path(), p, fake_sign);
+        REQUIRE(next.is_ok());
+        CHECK(next->stats.objects_stored == 1);
+        h.current_is_whole();
+    }
+
+    TEST_CASE("a dry run reports the same and removes nothing") {
+        History h(3);
+        std::string before = test::run({"find", h.pub.path(), "-printf", "%P %s\\n"}).out;
+        CollectOptions o;
+        o.keep = 1;
+        o.dry_run = true;
+        auto r = collect_garbage(h.pub.path(), o);
+        REQUIRE(r.is_ok());
+        CHECK(r->removed_releases == std::vector<std::uint64_t>{2, 1});
+        CHECK(r->objects_removed == 4);
+        CHECK(test::run({"find", h.pub.path(), "-printf", "%P %s\\n"}).out == before);
+    }
+
+    TEST_CASE("unpublished releases above latest and temporaries go, names ssync does not write stay") {
+        History h(2);
+        test::make_dirs(h.pub / "releases/3");
+        test::write_file(h.pub / "releases/3/manifest.json", "half-written");
+        test::make_dirs(h.pub / "releases/notes");
+        test::write_file(h.pub / "releases/007", "not a serial ssync writes");
+        test::write_file(h.pub / "objects/tmp/t123-0", "partial");
+        test::write_file(h.pub / "objects/ab/README", "not a digest");
+        test::write_file(h.pub / "objects/zz", "not a fan-out directory");
+        std::string stray(64, 'c');  // a digest-named file in the wrong fan-out directory
+        test::write_file(h.pub / ("objects/ab/" + stray), "misplaced");
+        CollectOptions o;
+        o.keep = 5;
+        auto r = collect_garbage(h.pub.path(), o);
+        REQUIRE(r.is_ok());
+        CHECK(r->kept == std::vector<std::uint64_t>{2, 1});
+        CHECK(r->removed_releases == std::vector<std::uint64_t>{3});
+        CHECK(r->temporaries_removed == 1);
+        CHECK(r->objects_removed == 0);
+        CHECK_FALSE(test::exists(h.pub / "releases/3"));
+        CHECK_FALSE(test::exists(h.pub / "objects/tmp/t123-0"));
+        CHECK(test::exists(h.pub / "objects/tmp"));
+        CHECK(test::exists(h.pub / "releases/notes"));
+        CHECK(test::exists(h.pub / "releases/007"));
+        CHECK(test::exists(h.pub / "objects/ab/README"));
+        CHECK(test::exists(h.pub / "objects/zz"));
+        CHECK(test::exists(h.pub / ("objects/ab/" + stray)));
+    }
+
+    TEST_CASE("a kept manifest that cannot be read or parsed stops the run before anything is removed") {
+        History h(3);
+        std::string before = test::run({"find", h.pub.path(), "-printf", "%P %s\\n"}).out;
+        CollectOptions o;
+        o.keep = 2;
+        SUBCASE("truncated") {
+            test::write_file(h.pub / "releases/2/manifest.json", "{\"format\": ");
+            before = test::run({"find", h.pub.path(), "-printf", "%P %s\\n"}).out;
+            auto r = collect_garbage(h.pub.path(), o);
+            REQUIRE_FALSE(r.is_ok());
+            CHECK(r.status().code() == Code::bad_manifest);
+            CHECK(r.status().message().find("releases/2/manifest.json") == 0);
+        }
+        SUBCASE("another release's manifest") {
+            test::write_file(h.pub / "releases/2/manifest.json", test::read_file(h.pub / "releases/1/manifest.json"));
+            before = test::run({"find", h.pub.path(), "-printf", "%P %s\\n"}).out;
+            auto r = collect_garbage(h.pub.path(), o);
+            REQUIRE_FALSE(r.is_ok());
+            CHECK(r.status().message().find("serial 1 in a directory for serial 2") != std::string::npos);
+        }
+        SUBCASE("missing") {
+            REQUIRE(::unlink((h.pub / "releases/3/manifest.json").c_str()) == 0);
+            before = test::run({"find", h.pub.path(), "-printf", "%P %s\\n"}).out;
+            auto r = collect_garbage(h.pub.path(), o);
+            REQUIRE_FALSE(r.is_ok());
+            CHECK(r.status().message().find("releases/3/manifest.json") == 0);
+        }
+        CHECK(test::run({"find", h.pub.path(), "-printf", "%P %s\\n"}).out == before);
+    }
+
+    TEST_CASE("refusals: keep 0, not a publication, nothing published, a bad latest, a sign running") {
+        History h(1);
+        CollectOptions o;
+        o.keep = 0;
+        CHECK(collect_garbage(h.pub.path(), o).status().code() == Code::usage);
+        o.keep = 2;
+        auto plain = collect_garbage(h.src.path(), o);
+        CHECK(plain.status().code() == Code::usage);
+        CHECK(plain.status().message().find("not a publication") != std::string::npos);
+
+        test::write_file(h.pub / "latest", "9\n");
+        CHECK(collect_garbage(h.pub.path(), o).status().message().find("no releases/ directory") != std::string::npos);
+        test::write_file(h.pub / "latest", "01\n");
+        CHECK(collect_garbage(h.pub.path(), o).status().message().find("latest: not a serial number") !=
+              std::string::npos);
+        test::write_file(h.pub / "latest", "1\n");
+
+        auto signer_dir = open_dir_trusted(h.pub / layout::kSignerDir);
+        REQUIRE(signer_dir.is_ok());
+        auto lock = FileLock::acquire(signer_dir->get(), layout::kSignerLock, "lock");
+        REQUIRE(lock.is_ok());
+        CHECK(collect_garbage(h.pub.path(), o).status().code() == Code::busy);
+    }
+
+    TEST_CASE("a failing unlink stops the run with its error, and the next run finishes") {
+        History h(3);
+        test::FaultInjectingFs faulty;
+        CollectOptions o;
+        o.keep = 1;
+        o.fs = &faulty;
+        // Releases 2 and 1 take three unlinks each (two files, then the directory): 1-6 remove
+        // them, 7 on are objects.
+        SUBCASE("while removing a release") {
+            faulty.fail(test::FaultInjectingFs::Op::unlink, 2, EIO);
+            auto r = collect_garbage(h.pub.path(), o);
+            REQUIRE_FALSE(r.is_ok());
+            CHECK(r.status().code() == Code::io);
+            CHECK(r.status().message().find("releases/2/") == 0);  // the newest goes first
+        }
+        SUBCASE("while removing an object") {
+            faulty.fail(test::FaultInjectingFs::Op::unlink, 7, EIO);
+            auto r = collect_garbage(h.pub.path(), o);
+            REQUIRE_FALSE(r.is_ok());
+            CHECK(r.status().message().find("objects/") == 0);
+            CHECK_FALSE(test::exists(h.pub / "releases/1"));
+            CHECK_FALSE(test::exists(h.pub / "releases/2"));
+        }
+        h.current_is_whole();
+        o.fs = nullptr;
+        auto again = collect_garbage(h.pub.path(), o);
+        REQUIRE(again.is_ok());
+        CHECK_FALSE(h.has_object("version 1"));
+        CHECK_FALSE(h.has_object("version 2"));
+        h.current_is_whole();
+    }
+}
+
+}  // namespace ssync

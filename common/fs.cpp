@@ -345,6 +345,15 @@ bool dir_within(int inner, int outer) {
     return false;
 }
 
+PathParts split_path(const std::string& path) {
+    std::string trimmed = path;
+    while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
+    auto slash = trimmed.rfind('/');
+    if (slash == std::string::npos) return {".", trimmed};
+    if (trimmed == "/") return {"/", "/"};
+    return {slash == 0 ? "/" : trimmed.substr(0, slash), trimmed.substr(slash + 1)};
+}
+
 Overlap dir_overlap(const std::string& path, int dir) {
     if (auto existing = open_dir_trusted(path)) {
         if (dir_within(existing->get(), dir)) return Overlap::inside;
@@ -352,11 +361,7 @@ Overlap dir_overlap(const std::string& path, int dir) {
         return Overlap::apart;
     }
     // Not there yet: it would be created in its parent, so only that can put it inside `dir`.
-    std::string trimmed = path;
-    while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
-    auto slash = trimmed.rfind('/');
-    std::string parent = slash == std::string::npos ? "." : slash == 0 ? "/" : trimmed.substr(0, slash);
-    auto parent_fd = open_dir_trusted(parent);
+    auto parent_fd = open_dir_trusted(split_path(path).parent);
     return parent_fd && dir_within(parent_fd->get(), dir) ? Overlap::inside : Overlap::apart;
 }
 

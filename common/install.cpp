@@ -138,11 +138,8 @@ Result<Installer> Installer::open(const std::string& dest, const InstallOptions&
     in.fs_ = options.fs ? options.fs : &system_fs();
     in.options_ = options;
     in.dest_path_ = dest;
-    std::string trimmed = dest;
-    while (trimmed.size() > 1 && trimmed.back() == '/') trimmed.pop_back();
-    auto slash = trimmed.rfind('/');
-    in.dest_name_ = slash == std::string::npos ? trimmed : trimmed.substr(slash + 1);
-    std::string parent = slash == std::string::npos ? "." : slash == 0 ? "/" : trimmed.substr(0, slash);
+    auto [parent, name] = split_path(dest);
+    in.dest_name_ = name;
     if (in.dest_name_.empty() || in.dest_name_ == "." || in.dest_name_ == ".." || in.dest_name_ == "/") {
         return Status(Code::usage, dest + ": name the destination directory itself (not ., .. or /)");
     }

@@ -145,6 +145,13 @@ Result<std::vector<DirChild>> list_dir(int dirfd, const std::string& display);
 // be opened ends the walk: false, as nothing above it could be compared.
 bool dir_within(int inner, int outer);
 
+// A path split into the directory that holds it and its last name, trailing slashes ignored:
+// "a/b/" -> {"a", "b"}, "b" -> {".", "b"}, "/b" -> {"/", "b"}, "/" -> {"/", "/"}.
+struct PathParts {
+    std::string parent, name;
+};
+PathParts split_path(const std::string& path);
+
 // How the directory at `path` (which need not exist yet) relates to the directory `dir`:
 // inside it (or the same), holding it, or apart. For refusing a destination that overlaps
 // the source, before anything is created.

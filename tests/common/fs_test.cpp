@@ -200,6 +200,23 @@ TEST_SUITE("FileSystem") {
         CHECK(list_dir(regular.get(), "f").status().message() == "f: Not a directory");
     }
 
+    TEST_CASE("split_path") {
+        auto check = [](const std::string& path, const std::string& parent, const std::string& name) {
+            CAPTURE(path);
+            PathParts p = split_path(path);
+            CHECK(p.parent == parent);
+            CHECK(p.name == name);
+        };
+        check("a/b", "a", "b");
+        check("a/b//", "a", "b");
+        check("b", ".", "b");
+        check("/b", "/", "b");
+        check("/", "/", "/");
+        check("//", "/", "/");
+        check("a/..", "a", "..");
+        check("", ".", "");
+    }
+
     TEST_CASE("dir_within and dir_overlap see through other spellings and symlinks") {
         test::TempDir dir;
         REQUIRE(::mkdir((dir / "pub").c_str(), 0755) == 0);

@@ -298,6 +298,13 @@ TEST_SUITE("e2e sync") {
         auto url = verifier({"sync", "--from", "file://" + m.pub, "--to", m.pub, "--keyring", m.keyring});
         CHECK(url.exit_status == 2);
         CHECK(snapshot(m.pub) == pub_before);
+        // ".", ".." and "/" do not name a directory to own.
+        for (const std::string& dest : {std::string("."), std::string(".."), std::string("/"), m.dir / "x/.."}) {
+            CAPTURE(dest);
+            auto r = verifier({"sync", "--from", m.pub, "--to", dest, "--keyring", m.keyring, "--state", m.state});
+            CHECK(r.exit_status == 2);
+            CHECK(r.err.find("name the destination directory itself") != std::string::npos);
+        }
         // A sibling is fine.
         m.sync_ok();
         m.audit_clean();

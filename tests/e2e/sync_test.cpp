@@ -581,6 +581,48 @@ TEST_SUITE("e2e sync operators") {
         m.audit_clean();
     }
 
+    TEST_CASE("as another user than root, owners are skipped with one warning, or none with --no-owner") {
+        if (::geteuid() != 0) return;  // needs root to become someone else
+        Mirror m;
+        REQUIRE(::chown((m.src + "/docs/guide.txt").c_str(), 4242, 4343) == 0);
+        REQUIRE(m.sign().exit_status == 0);
+        // What the unprivileged user needs: to read the publication and the key, and a place
+        // of its own for DEST and the state.
+        REQUIRE(::chmod(m.dir.path().c_str(), 0755) == 0);
+        std::string home = m.dir / "nobody";
+        make_dirs(home);
+        REQUIRE(::chown(home.c_str(), 65534, 65534) == 0);
+        std::string key = home + "/key.asc";
+        write_file(key, read_file(m.keyring), 0644);
+        auto as_nobody = [&](const std::string& dest, const std::vector<std::string>& extra) {
+            std::vector<std::string> args = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                             SSYNC_VERIFIER_BIN, "sync", "--from", m.pub, "--to", dest,
+                                             "--keyring", key, "--state", home + "/state"};
+            args.insert(args.end(), extra.begin(), extra.end());
+            return run(args);
+        };
+        auto r = as_nobody(home + "/dest", {});
+        REQUIRE_MESSAGE(r.exit_status == 0, r.err);
+        CHECK(std::count(r.err.begin(), r.err.end(), '\n') == 1);
+        CHECK(r.err.find("warning: not running as root: file owners are not set") != std::string::npos);
+        struct stat st;
+        REQUIRE(::stat((home + "/dest/docs/guide.txt").c_str(), &st) == 0);
+        CHECK(st.st_uid == 65534);
+        CHECK(read_file(home + "/dest/docs/guide.txt") == read_file(m.src + "/docs/guide.txt"));
+        auto a = m.audit(home + "/dest", {"--ignore-owner"});
+        CHECK_MESSAGE(a.exit_status == 0, a.out << a.err);
+        CHECK(m.audit(home + "/dest").exit_status == 1);  // the owners do differ
+
+        auto quiet = as_nobody(home + "/dest2", {"--no-owner"});
+        CHECK_MESSAGE(quiet.exit_status == 0, quiet.err);
+        CHECK(quiet.err.empty());
+        CHECK(quiet.out.empty());
+        // The no-op run as the same user: nothing to say either.
+        auto again = as_nobody(home + "/dest2", {"--no-owner"});
+        CHECK(again.exit_status == 0);
+        CHECK(again.err.empty());
+    }
+
     TEST_CASE("file:// URLs, --jitter, and bad option values") {
         Mirror m;
         REQUIRE(m.sign().exit_status == 0);

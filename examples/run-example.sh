@@ -40,6 +40,9 @@ echo "<p>updated</p>" >>"$work/site/index.html"
     --state "$work/state" --json
 "$bin/ssync-verifier" audit --from "$work/mirror" --keyring "$work/release-key.asc" "$work/mirror"
 
+echo "== the master drops the old release and the content only it used"
+"$bin/ssync-signer" gc --out "$work/pub" --keep 1
+
 echo "== a tampered mirror is caught"
 echo "defaced" >"$work/mirror/index.html"
 if "$bin/ssync-verifier" audit --from "$work/pub" --keyring "$work/release-key.asc" "$work/mirror"; then

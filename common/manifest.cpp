@@ -414,7 +414,7 @@ bool is_valid_utf8(std::string_view s) {
 
 Status check_entry_path(std::string_view path) {
     if (path.empty()) return bad("empty path");
-    if (path.size() > 4096) return bad("path longer than 4096 bytes");
+    if (path.size() > kMaxPathBytes) return bad("path longer than " + std::to_string(kMaxPathBytes) + " bytes");
     if (path.find('\0') != std::string_view::npos) return bad("NUL byte in path");
     if (path.front() == '/') return bad("absolute path");
     if (!is_valid_utf8(path)) return bad("path is not valid UTF-8");

@@ -387,6 +387,14 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     }
     Status early_status = early.finish();
     SSYNC_ASSIGN_OR_RETURN(std::vector<ScannedEntry> scanned, std::move(scanned_result));
+    for (const ScannedEntry& se : scanned) {
+        // Said before anything is stored, in the manifest's terms, rather than as the kernel's
+        // "File name too long" about a line of kilobytes when the file is opened.
+        if (se.entry.path.size() > kMaxPathBytes) {
+            return Status(Code::io, quote_path(se.entry.path.substr(0, 120)) + "...: path longer than " +
+                                        std::to_string(kMaxPathBytes) + " bytes, more than a manifest may hold");
+        }
+    }
     SSYNC_ASSIGN_OR_RETURN(std::optional<Manifest> previous, previous_future.get());
     if (auto failed = preflight_failed()) return *failed;
     SSYNC_RETURN_IF_ERROR(early_status);

@@ -68,6 +68,9 @@ Status check_release_name(std::string_view name);
 // for choosing which state to consult before anything is verified.
 std::optional<std::string> peek_manifest_name(std::string_view bytes);
 
+// The longest path a manifest may hold, in bytes (Linux's PATH_MAX, with its terminator).
+inline constexpr std::size_t kMaxPathBytes = 4096;
+
 // Path rules: not empty, relative, '/'-separated, no empty, "." or ".." component, no NUL, valid
 // UTF-8, at most 4096 bytes with components of at most 255, and not below ".ssync" (reserved
 // for the manifest kept in a mirror). Returns the reason as a Code::bad_manifest error.

@@ -40,6 +40,35 @@ ino_t inode(const std::string& path) {
 }  // namespace
 
 TEST_SUITE("Publication") {
+    TEST_CASE("a path longer than a manifest may hold is refused by its beginning, publishing nothing") {
+        test::TempDir src, pub;
+        test::write_file(src / "ok", "fine");
+        // 20 levels of 250-byte names: made one level at a time, as no single path may be
+        // this long.
+        std::string name(250, 'd');
+        auto dir = open_dir_trusted(src.path());
+        REQUIRE(dir.is_ok());
+        UniqueFd current = std::move(dir).value();
+        for (int i = 0; i < 20; ++i) {
+            REQUIRE(::mkdirat(current.get(), name.c_str(), 0755) == 0);
+            auto next = open_dir_beneath(current.get(), name);
+            REQUIRE(next.is_ok());
+            current = std::move(next).value();
+        }
+        UniqueFd file(::openat(current.get(), "f", O_WRONLY | O_CREAT | O_EXCL, 0644));
+        REQUIRE(file);
+        auto r = publish(src.path(), pub / "new", options(), fake_sign);
+        REQUIRE_FALSE(r.is_ok());
+        CHECK(r.status().code() == Code::io);
+        CHECK(r.status().message().find(name.substr(0, 120) + "...: path longer than 4096 bytes") == 0);
+        CHECK(r.status().message().size() < 300);
+        CHECK_FALSE(test::exists(pub / "new"));  // a first run removes what it made
+        // The walk itself, as sync and audit use it, still lists such paths (to remove them).
+        auto scanned = scan_tree(open_dir_trusted(src.path())->get());
+        REQUIRE(scanned.is_ok());
+        CHECK(scanned->size() == 22);
+    }
+
     TEST_CASE("layout: latest, release directory, objects, tree") {
         test::TempDir src, pub;
         make_source(src.path());

@@ -3,7 +3,6 @@
 #include <sys/stat.h>
 
 #include <algorithm>
-#include <charconv>
 #include <unordered_set>
 
 #include "ssync/manifest.h"
@@ -13,18 +12,14 @@ namespace ssync {
 
 namespace {
 
-// A serial as ssync writes it in a directory name or `latest`: decimal, no sign, no leading
-// zero. Anything else is not ours to judge.
-std::optional<std::uint64_t> parse_serial(std::string_view text) {
-    if (text.empty() || text.size() > 19 || (text.size() > 1 && text[0] == '0')) return std::nullopt;
-    std::uint64_t value = 0;
-    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
-    if (ec != std::errc() || end != text.data() + text.size() || value == 0) return std::nullopt;
-    return value;
-}
-
-bool is_lower_hex(std::string_view s) {
-    return std::all_of(s.begin(), s.end(), [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+// A serial written as ssync writes it (no sign, no leading zero): what is not is not ours to
+// judge, and is left alone.
+std::optional<std::uint64_t> canonical_serial(std::string_view text) {
+    auto serial = layout::parse_serial(text);
+    if (!serial) return std::nullopt;
+    std::string canonical = std::to_string(*serial);
+    if (text != canonical && text != canonical + "\n") return std::nullopt;
+    return serial;
 }
 
 // The digests one kept release lists; its manifest must parse and carry its serial.
@@ -61,8 +56,7 @@ Result<CollectResult> collect_garbage(const std::string& publication, const Coll
 
     SSYNC_ASSIGN_OR_RETURN(std::string latest_text, read_file_bounded(pub_fd.get(), layout::kLatest, 32,
                                                                       join_path(publication, layout::kLatest)));
-    if (!latest_text.empty() && latest_text.back() == '\n') latest_text.pop_back();
-    auto latest = parse_serial(latest_text);
+    auto latest = canonical_serial(latest_text);
     if (!latest) {
         return Status(Code::bad_manifest, join_path(publication, layout::kLatest) + ": not a serial number");
     }
@@ -73,7 +67,7 @@ Result<CollectResult> collect_garbage(const std::string& publication, const Coll
     SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> release_dirs, list_dir(releases_fd.get(), layout::kReleases));
     std::vector<std::uint64_t> serials;
     for (const DirChild& c : release_dirs)
-        if (auto s = parse_serial(c.name)) serials.push_back(*s);
+        if (auto s = canonical_serial(c.name)) serials.push_back(*s);
     if (std::find(serials.begin(), serials.end(), *latest) == serials.end()) {
         return Status(Code::bad_manifest, publication + ": `latest` names serial " + std::to_string(*latest) +
                                               ", which has no releases/ directory");

@@ -181,24 +181,24 @@ Result<std::string> read_up_to(int fd, std::uint64_t max_bytes, bool prefix, std
     return data;
 }
 
-Result<std::string> read_whole(int dirfd, const std::string& path, int flags, std::uint64_t max_bytes,
-                               const std::string& display) {
+// A whole file of at most max_bytes, or (prefix) the first max_bytes of a file of any size.
+Result<std::string> read_regular(int dirfd, const std::string& path, int flags, std::uint64_t max_bytes, bool prefix,
+                                 const std::string& display) {
     struct stat st;
-    SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_regular_file(dirfd, path, flags, max_bytes, display, &st));
-    return read_up_to(fd.get(), max_bytes, false, static_cast<std::size_t>(st.st_size), display);
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd fd,
+                           open_regular_file(dirfd, path, flags, prefix ? UINT64_MAX : max_bytes, display, &st));
+    return read_up_to(fd.get(), max_bytes, prefix, static_cast<std::size_t>(st.st_size), display);
 }
 }  // namespace
 
 Result<std::string> read_file_bounded(int dirfd, const std::string& path, std::uint64_t max_bytes,
                                       const std::string& display) {
-    return read_whole(dirfd, path, O_NOFOLLOW, max_bytes, display);
+    return read_regular(dirfd, path, O_NOFOLLOW, max_bytes, false, display);
 }
 
 Result<std::string> read_file_prefix(int dirfd, const std::string& path, std::uint64_t max_bytes,
                                      const std::string& display) {
-    struct stat st;
-    SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_regular_file(dirfd, path, O_NOFOLLOW, UINT64_MAX, display, &st));
-    return read_up_to(fd.get(), max_bytes, true, static_cast<std::size_t>(st.st_size), display);
+    return read_regular(dirfd, path, O_NOFOLLOW, max_bytes, true, display);
 }
 
 Result<MappedFile> MappedFile::open(int dirfd, const std::string& path, std::uint64_t max_bytes,
@@ -231,7 +231,7 @@ MappedFile::~MappedFile() {
 }
 
 Result<std::string> read_file_bounded(const std::string& path, std::uint64_t max_bytes) {
-    return read_whole(AT_FDCWD, path, 0, max_bytes, path);
+    return read_regular(AT_FDCWD, path, 0, max_bytes, false, path);
 }
 
 Status write_all(FileSystem& fs, int fd, std::string_view data, const std::string& display) {

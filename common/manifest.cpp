@@ -40,11 +40,6 @@ void append_json_string(std::string& out, std::string_view s) {
     out += '"';
 }
 
-bool is_lower_hex(std::string_view s) {
-    return std::all_of(s.begin(), s.end(),
-                       [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
-}
-
 // One scalar the parser met, kept until its object is complete so that the checks run in a fixed
 // order whatever order the fields come in (the first error reported does not depend on it).
 struct Value {
@@ -559,6 +554,11 @@ std::optional<std::string> peek_manifest_name(std::string_view bytes) {
     }
     if (!reader.name || !check_release_name(*reader.name).is_ok()) return std::nullopt;
     return reader.name;
+}
+
+bool is_lower_hex(std::string_view s) {
+    return std::all_of(s.begin(), s.end(),
+                       [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
 }
 
 std::string format_mode(std::uint32_t mode) {

@@ -32,6 +32,15 @@ std::string object_path(std::string_view sha256) {
 std::string release_dir(std::uint64_t serial) {
     return std::string(kReleases) + "/" + std::to_string(serial);
 }
+std::optional<std::uint64_t> parse_serial(std::string_view text) {
+    while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.remove_suffix(1);
+    std::uint64_t serial = 0;
+    auto res = std::from_chars(text.data(), text.data() + text.size(), serial);
+    if (text.empty() || res.ec != std::errc() || res.ptr != text.data() + text.size() || serial == 0) {
+        return std::nullopt;
+    }
+    return serial;
+}
 }  // namespace layout
 
 namespace {

@@ -56,16 +56,13 @@ Result<ReleaseFiles> locate_release(Transport& transport) {
             if (latest.status().code() == Code::not_found) continue;
             return latest.status();
         }
-        std::string text = *latest;
-        while (!text.empty() && (text.back() == '\n' || text.back() == '\r')) text.pop_back();
-        std::uint64_t serial = 0;
-        auto res = std::from_chars(text.data(), text.data() + text.size(), serial);
-        if (text.empty() || res.ec != std::errc() || res.ptr != text.data() + text.size() || serial == 0) {
+        auto serial = layout::parse_serial(*latest);
+        if (!serial) {
             return Status(Code::bad_manifest, transport.describe() + "/" + prefix + layout::kLatest +
                                                   ": not a serial number");
         }
-        std::string dir = prefix + layout::release_dir(serial) + "/";
-        return ReleaseFiles{dir + layout::kManifest, dir + layout::kSignature, serial};
+        std::string dir = prefix + layout::release_dir(*serial) + "/";
+        return ReleaseFiles{dir + layout::kManifest, dir + layout::kSignature, *serial};
     }
     return ReleaseFiles{layout::kManifest, layout::kSignature, std::nullopt};
 }

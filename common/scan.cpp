@@ -26,19 +26,6 @@ struct Walker {
     // A deque: growing it never moves what it holds (entries are 256 bytes with five strings).
     std::deque<ScannedEntry>& out;
     std::size_t files_found = 0;
-    // Trees mostly have one owner: remember the last names looked up, and skip the shared
-    // cache (a lock and a hash lookup per entry).
-    std::optional<std::uint32_t> last_uid, last_gid;
-    std::string last_user, last_group;
-
-    const std::string& user_of(std::uint32_t uid) {
-        if (last_uid != uid) last_user = user_name(uid), last_uid = uid;
-        return last_user;
-    }
-    const std::string& group_of(std::uint32_t gid) {
-        if (last_gid != gid) last_group = group_name(gid), last_gid = gid;
-        return last_group;
-    }
 
     Status walk(int dirfd, const std::string& prefix) {
         SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> listing,
@@ -67,8 +54,8 @@ struct Walker {
             e.mode = st.st_mode & 07777;
             e.uid = st.st_uid;
             e.gid = st.st_gid;
-            e.user = user_of(st.st_uid);
-            e.group = group_of(st.st_gid);
+            e.user = user_name(st.st_uid);
+            e.group = group_name(st.st_gid);
             if (S_ISREG(st.st_mode)) {
                 e.type = EntryType::file;
                 e.size = static_cast<std::uint64_t>(st.st_size);
@@ -172,13 +159,16 @@ std::string tree_stamp(const std::vector<ScannedEntry>& entries) {
 namespace {
 template <typename Id, typename Lookup>
 std::string cached_name(Id id, Lookup lookup) {
+    // Trees mostly have one owner: the id this thread asked for last is answered without the
+    // lock and the hash lookup (a walk asks for every entry).
+    thread_local std::optional<std::pair<Id, std::string>> last;
+    if (last && last->first == id) return last->second;
     static std::mutex mutex;
     static std::unordered_map<Id, std::string> cache;
     std::lock_guard<std::mutex> lock(mutex);
     auto it = cache.find(id);
-    if (it != cache.end()) return it->second;
-    std::string name = lookup(id);
-    cache.emplace(id, name);
+    std::string name = it != cache.end() ? it->second : cache.emplace(id, lookup(id)).first->second;
+    last.emplace(id, name);
     return name;
 }
 }  // namespace

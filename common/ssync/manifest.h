@@ -68,6 +68,9 @@ Status check_release_name(std::string_view name);
 // for choosing which state to consult before anything is verified.
 std::optional<std::string> peek_manifest_name(std::string_view bytes);
 
+// Whether every character is one of 0-9 a-f (a digest, or a digest's prefix).
+bool is_lower_hex(std::string_view s);
+
 // The longest path a manifest may hold, in bytes (Linux's PATH_MAX, with its terminator).
 inline constexpr std::size_t kMaxPathBytes = 4096;
 

@@ -38,6 +38,9 @@ inline constexpr const char* kSignerLock = "lock";  // in kSignerDir: held by si
 std::string object_path(std::string_view sha256);
 // "releases/42"
 std::string release_dir(std::uint64_t serial);
+// The serial in `latest`'s text (a trailing newline allowed) or a release directory's name:
+// decimal, at least 1; nullopt for anything else.
+std::optional<std::uint64_t> parse_serial(std::string_view text);
 }  // namespace layout
 
 // Signs manifest bytes; returns the armoured detached signature.

@@ -5,6 +5,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/stat.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cstdio>
@@ -220,6 +222,12 @@ Result<SigningKey> find_signing_key(const SigningOptions& options, const std::st
 
 }  // namespace
 
+struct SignatureVerifier::Engine {
+    // One context for the import, every verification and every key lookup: binding a context
+    // to a home makes GPGME run `gpg --version` (~25 ms) each time.
+    Context ctx;
+};
+
 struct Signer::Impl {
     SigningOptions options;
     std::string what;  // "signing key '<spec>'", for messages
@@ -322,7 +330,8 @@ Result<std::unique_ptr<SignatureVerifier>> SignatureVerifier::create(
                                             "no-autostart\n",
                                             0600, join_path(home, "gpg.conf")));
 
-    SSYNC_ASSIGN_OR_RETURN(Context ctx, new_context(home));
+    SSYNC_ASSIGN_OR_RETURN(verifier->engine_->ctx, new_context(home));
+    Context& ctx = verifier->engine_->ctx;
     SSYNC_ASSIGN_OR_RETURN(Data keydata, data_from(keyring));
     if (gpgme_error_t err = gpgme_op_import(ctx.get(), keydata.get())) {
         return gpgme_status(err, display);
@@ -349,10 +358,20 @@ Result<std::unique_ptr<SignatureVerifier>> SignatureVerifier::create(
     return verifier;
 }
 
+SignatureVerifier::SignatureVerifier() : engine_(std::make_unique<Engine>()) {}
+
 SignatureVerifier::~SignatureVerifier() {
+    engine_.reset();  // GPGME's context first: it refers to the home
     if (home_.empty()) return;
-    // The home's agent, if gpg started one, would otherwise outlive us and hold the directory.
-    (void)run_process({"gpgconf", "--homedir", home_, "--kill", "all"});
+    // gpg.conf says no-autostart, so normally no agent runs here; but one started by hand (or
+    // a future gpg that ignores the option) would outlive us and hold the directory. Its
+    // socket is in the home, or below /run/user/UID/gnupg when that exists, where its name is
+    // a hash of the home's path: only then is gpgconf (tens of milliseconds) worth starting.
+    const std::string run_dir = "/run/user/" + std::to_string(::getuid()) + "/gnupg";
+    struct stat st;
+    if (::lstat((home_ + "/S.gpg-agent").c_str(), &st) == 0 || ::lstat(run_dir.c_str(), &st) == 0) {
+        (void)run_process({"gpgconf", "--homedir", home_, "--kill", "all"});
+    }
     (void)remove_tree(system_fs(), AT_FDCWD, home_, home_);
 }
 
@@ -389,8 +408,7 @@ bool names_subkey(std::string_view name, gpgme_subkey_t subkey) {
 
 // The rules of the pitfalls note, item 6: GREEN and VALID are not consulted, since keys freshly
 // imported into the private home have unknown validity.
-Judgement judge(const SignatureReport& s, const std::string& home,
-                const std::vector<std::string>& pinned) {
+Judgement judge(const SignatureReport& s, gpgme_ctx_t ctx, const std::vector<std::string>& pinned) {
     const std::string fpr = s.fpr.empty() ? std::string("(no issuer)") : s.fpr;
     const gpgme_err_code_t code = gpgme_err_code(s.status);
     if (code == GPG_ERR_BAD_SIGNATURE) return {Verdict::bad, "bad signature by key " + fpr, {}};
@@ -415,10 +433,8 @@ Judgement judge(const SignatureReport& s, const std::string& home,
     }
 
     // Good as far as gpg is concerned. Now: which primary key made it, and is it pinned?
-    auto ctx = new_context(home);
-    if (!ctx) return not_accepted(ctx.status().message());
     gpgme_key_t raw = nullptr;
-    gpgme_error_t err = gpgme_get_key(ctx->get(), s.fpr.c_str(), &raw, 0);
+    gpgme_error_t err = gpgme_get_key(ctx, s.fpr.c_str(), &raw, 0);
     Key key(raw);
     if (err || !key || !key->subkeys || !key->subkeys->fpr) {
         return not_accepted("signed by unknown key " + fpr);
@@ -445,7 +461,7 @@ Judgement judge(const SignatureReport& s, const std::string& home,
 
 Result<VerifiedSignature> SignatureVerifier::verify(std::string_view data,
                                                     std::string_view signature) const {
-    SSYNC_ASSIGN_OR_RETURN(Context ctx, new_context(home_));
+    Context& ctx = engine_->ctx;
     SSYNC_ASSIGN_OR_RETURN(Data sig, data_from(signature));
     SSYNC_ASSIGN_OR_RETURN(Data signed_text, data_from(data));
     gpgme_error_t err = gpgme_op_verify(ctx.get(), sig.get(), signed_text.get(), nullptr);
@@ -462,7 +478,6 @@ Result<VerifiedSignature> SignatureVerifier::verify(std::string_view data,
         reports.push_back({s->fpr ? s->fpr : "", s->status, static_cast<unsigned>(s->summary),
                            s->wrong_key_usage != 0, static_cast<std::int64_t>(s->timestamp)});
     }
-    ctx.reset();
     if (reports.empty()) return Status(Code::untrusted, "no signature found");
 
     // Every signature is judged (item 7). One good signature by a pinned key is enough, unless
@@ -471,7 +486,7 @@ Result<VerifiedSignature> SignatureVerifier::verify(std::string_view data,
     std::optional<VerifiedSignature> good;
     std::string first_reason;
     for (const SignatureReport& report : reports) {
-        Judgement j = judge(report, home_, pinned_);
+        Judgement j = judge(report, ctx.get(), pinned_);
         if (j.verdict == Verdict::bad) return Status(Code::untrusted, j.reason);
         if (j.verdict == Verdict::good) {
             if (!good) good = std::move(j.signature);

@@ -82,9 +82,11 @@ public:
     const std::string& home() const { return home_; }
 
 private:
-    SignatureVerifier() = default;
+    struct Engine;  // the GPGME context bound to home_, reused by every operation
+    SignatureVerifier();
     std::string home_;
     std::vector<std::string> pinned_;
+    std::unique_ptr<Engine> engine_;
 };
 
 }  // namespace ssync

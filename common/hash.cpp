@@ -4,7 +4,9 @@
 #include <openssl/evp.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdint>
 #include <cstdlib>
 #include <vector>
 
@@ -59,20 +61,26 @@ std::string sha256_hex(std::string_view data) {
     return h.finish_hex();
 }
 
-Result<FileDigest> hash_fd(int fd, const std::string& display, const ChunkSink& sink) {
+Result<FileDigest> hash_fd(int fd, const std::string& display, const ChunkSink& sink, std::uint64_t stop_at) {
     // 256 KiB reads: large enough to amortise the system call, small enough to stay in L2.
     constexpr std::size_t kChunk = 256 * 1024;
     thread_local std::vector<char> buffer(kChunk);
-    ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
     Sha256 h;
     FileDigest digest;
-    for (;;) {
-        ssize_t got = ::read(fd, buffer.data(), kChunk);
+    bool advised = false;
+    while (digest.size < stop_at) {
+        std::size_t want = static_cast<std::size_t>(std::min<std::uint64_t>(kChunk, stop_at - digest.size));
+        ssize_t got = ::read(fd, buffer.data(), want);
         if (got < 0) {
             if (errno == EINTR) continue;
             return errno_status(display);
         }
         if (got == 0) break;
+        // Read-ahead hints pay off only for files longer than one read; most files are not.
+        if (!advised && static_cast<std::size_t>(got) == kChunk) {
+            ::posix_fadvise(fd, 0, 0, POSIX_FADV_SEQUENTIAL);
+            advised = true;
+        }
         h.update(buffer.data(), static_cast<std::size_t>(got));
         digest.size += static_cast<std::uint64_t>(got);
         if (sink) SSYNC_RETURN_IF_ERROR(sink(buffer.data(), static_cast<std::size_t>(got)));

@@ -47,6 +47,10 @@ namespace {
 
 constexpr const char* kCacheFile = "stat-cache";
 
+// A file's size as fstat saw it when it was opened for publishing: what is read and published,
+// without one more read() per file to find the end (hash_fd's stop_at).
+std::uint64_t size_at_open(const struct stat& st) { return static_cast<std::uint64_t>(st.st_size); }
+
 bool exists_at(int dirfd, const std::string& path) {
     struct stat st;
     return ::fstatat(dirfd, path.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
@@ -78,16 +82,21 @@ public:
 
     bool has(std::string_view sha256) const { return exists_at(pub_fd_, layout::object_path(sha256)); }
 
-    // Reads `src_fd` to the end, hashing it and writing it to a temporary object, then files
-    // it under its digest. When `expect` is set the digest must equal it.
-    Result<FileDigest> store(int src_fd, const std::string& display, const std::string* expect) {
+    // Reads `src_fd` to the end (or `stop_at` bytes: see hash_fd), hashing it and writing it
+    // to a temporary object, then files it under its digest. When `expect` is set the digest
+    // must equal it.
+    Result<FileDigest> store(int src_fd, const std::string& display, const std::string* expect,
+                             std::uint64_t stop_at = UINT64_MAX) {
         std::string tmp = "t" + std::to_string(::getpid()) + "-" + std::to_string(counter_++);
         UniqueFd out(fs_.openat(tmp_fd_.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0444));
         if (!out) return errno_status("objects/tmp/" + tmp);
         auto cleanup = [&] { fs_.unlinkat(tmp_fd_.get(), tmp.c_str(), 0); };
-        auto digest = hash_fd(src_fd, display, [&](const char* data, std::size_t size) {
-            return write_all(fs_, out.get(), std::string_view(data, size), "objects/tmp/" + tmp);
-        });
+        auto digest = hash_fd(
+            src_fd, display,
+            [&](const char* data, std::size_t size) {
+                return write_all(fs_, out.get(), std::string_view(data, size), "objects/tmp/" + tmp);
+            },
+            stop_at);
         if (!digest) {
             cleanup();
             return digest.status();
@@ -348,7 +357,7 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
             std::string display = quote_path(f.path);
             struct stat now;
             SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_found(f.path, display, f.stat.ino, now));
-            SSYNC_ASSIGN_OR_RETURN(FileDigest digest, hash_fd(fd.get(), display));
+            SSYNC_ASSIGN_OR_RETURN(FileDigest digest, hash_fd(fd.get(), display, {}, size_at_open(now)));
             o.kind = Outcome::hashed;
             o.sha256 = std::move(digest.sha256);
             o.set_stat(now, digest.size);
@@ -492,13 +501,13 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
         if (old && old->type == EntryType::file && old->size == e.size) {
             // Probably unchanged (no stat cache told us so): hash without writing, and store
             // only if the object is new.
-            SSYNC_ASSIGN_OR_RETURN(digest, hash_fd(fd.get(), display));
+            SSYNC_ASSIGN_OR_RETURN(digest, hash_fd(fd.get(), display, {}, size_at_open(now)));
             if (!held(digest.sha256)) {
                 if (::lseek(fd.get(), 0, SEEK_SET) != 0) return errno_status(display);
-                SSYNC_ASSIGN_OR_RETURN(digest, store.store(fd.get(), display, &digest.sha256));
+                SSYNC_ASSIGN_OR_RETURN(digest, store.store(fd.get(), display, &digest.sha256, digest.size));
             }
         } else {
-            SSYNC_ASSIGN_OR_RETURN(digest, store.store(fd.get(), display, nullptr));
+            SSYNC_ASSIGN_OR_RETURN(digest, store.store(fd.get(), display, nullptr, size_at_open(now)));
         }
         e.sha256 = std::move(digest.sha256);
         Outcome::from_stat(now, digest.size).apply_stat(se);

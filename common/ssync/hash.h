@@ -41,6 +41,10 @@ using ChunkSink = std::function<Status(const char* data, std::size_t size)>;
 
 // Reads the open file `fd` from its current offset to the end, hashing it and handing every
 // chunk to `sink` (when set). `display` names the file in errors (code io).
-Result<FileDigest> hash_fd(int fd, const std::string& display, const ChunkSink& sink = {});
+// `stop_at`, when the caller knows the size from fstat at open, ends the read after that many
+// bytes: no further read() just to find the end (one per small file), and the digest is of the
+// file as fstat saw it should it grow meanwhile. A file that shrank still ends at its end.
+Result<FileDigest> hash_fd(int fd, const std::string& display, const ChunkSink& sink = {},
+                           std::uint64_t stop_at = UINT64_MAX);
 
 }  // namespace ssync

@@ -51,6 +51,35 @@ TEST_SUITE("Sha256") {
         CHECK_FALSE(d.is_ok());
         CHECK(calls == 1);
     }
+
+    TEST_CASE("hash_fd with stop_at reads that many bytes and no read more to find the end") {
+        test::TempDir dir;
+        test::write_file(dir / "f", "0123456789");
+        UniqueFd fd(::open((dir / "f").c_str(), O_RDONLY));
+        auto d = hash_fd(fd.get(), "f", {}, 4);
+        REQUIRE(d.is_ok());
+        CHECK(d->size == 4);
+        CHECK(d->sha256 == sha256_hex("0123"));
+        CHECK(::lseek(fd.get(), 0, SEEK_CUR) == 4);
+        // A file shorter than stop_at ends at its end.
+        REQUIRE(::lseek(fd.get(), 0, SEEK_SET) == 0);
+        d = hash_fd(fd.get(), "f", {}, 100);
+        REQUIRE(d.is_ok());
+        CHECK(d->size == 10);
+        CHECK(d->sha256 == sha256_hex("0123456789"));
+
+        // Where a further read() would fail (an empty non-blocking pipe whose writer is still
+        // open: EAGAIN), stopping at the known size never makes it.
+        int p[2];
+        REQUIRE(::pipe2(p, O_NONBLOCK) == 0);
+        UniqueFd reader(p[0]), writer(p[1]);
+        REQUIRE(::write(writer.get(), "abcd", 4) == 4);
+        d = hash_fd(reader.get(), "pipe", {}, 4);
+        REQUIRE_MESSAGE(d.is_ok(), d.status().message());
+        CHECK(d->sha256 == sha256_hex("abcd"));
+        REQUIRE(::write(writer.get(), "abcd", 4) == 4);
+        CHECK_FALSE(hash_fd(reader.get(), "pipe").is_ok());
+    }
 }
 
 }  // namespace ssync

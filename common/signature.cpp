@@ -125,6 +125,33 @@ Result<Context> new_context(const std::string& home) {
     return ctx;
 }
 
+// The one key `pattern` (a fingerprint) names, listed through `ctx` itself: gpgme_get_key would
+// clone the context, and binding the clone to the home runs `gpg --version` once more.
+// GPG_ERR_EOF when there is none, GPG_ERR_AMBIGUOUS_NAME when there are several (as
+// gpgme_get_key says). An empty pattern would list every key: refused.
+gpgme_error_t find_key(gpgme_ctx_t ctx, const std::string& pattern, bool secret, Key& found) {
+    found.reset();
+    if (pattern.empty()) return gpgme_error(GPG_ERR_INV_VALUE);
+    if (gpgme_error_t err = gpgme_op_keylist_start(ctx, pattern.c_str(), secret ? 1 : 0)) return err;
+    gpgme_key_t raw = nullptr;
+    gpgme_error_t err = gpgme_op_keylist_next(ctx, &raw);
+    found.reset(raw);
+    if (!err) {
+        gpgme_key_t another = nullptr;
+        gpgme_error_t next = gpgme_op_keylist_next(ctx, &another);
+        if (!next) {
+            gpgme_key_unref(another);
+            found.reset();
+            err = gpgme_error(GPG_ERR_AMBIGUOUS_NAME);
+        } else if (gpgme_err_code(next) != GPG_ERR_EOF) {
+            found.reset();
+            err = next;
+        }
+    }
+    gpgme_op_keylist_end(ctx);
+    return err;
+}
+
 // `copy` is 0: the caller keeps `bytes` alive for as long as the Data.
 Result<Data> data_from(std::string_view bytes) {
     gpgme_data_t raw = nullptr;
@@ -200,9 +227,8 @@ struct SigningKey {
 // can sign.
 Result<SigningKey> find_signing_key(const SigningOptions& options, const std::string& what) {
     SSYNC_ASSIGN_OR_RETURN(Context ctx, new_context(options.gnupg_home));
-    gpgme_key_t raw_key = nullptr;
-    gpgme_error_t err = gpgme_get_key(ctx.get(), options.key.c_str(), &raw_key, 1);
-    Key key(raw_key);
+    Key key;
+    gpgme_error_t err = find_key(ctx.get(), options.key, true, key);
     if (gpgme_err_code(err) == GPG_ERR_EOF || (!err && !key)) {
         return Status(Code::untrusted,
                       what + ": no such secret key in " +
@@ -433,9 +459,8 @@ Judgement judge(const SignatureReport& s, gpgme_ctx_t ctx, const std::vector<std
     }
 
     // Good as far as gpg is concerned. Now: which primary key made it, and is it pinned?
-    gpgme_key_t raw = nullptr;
-    gpgme_error_t err = gpgme_get_key(ctx, s.fpr.c_str(), &raw, 0);
-    Key key(raw);
+    Key key;
+    gpgme_error_t err = find_key(ctx, s.fpr, false, key);
     if (err || !key || !key->subkeys || !key->subkeys->fpr) {
         return not_accepted("signed by unknown key " + fpr);
     }

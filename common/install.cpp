@@ -306,9 +306,10 @@ Status Installer::stage(const Plan& plan, Transport& transport, ContentLayout la
             bool keep = false;
             auto it = plan.local_source.find(n);
             if (it != plan.local_source.end()) {
-                UniqueFd fd(::openat(objects.get(), n.c_str(), O_RDONLY | O_NOFOLLOW | O_CLOEXEC));
+                // Not a regular file (a planted FIFO would block a plain open forever): removed.
+                auto fd = open_regular_file(objects.get(), n, O_NOFOLLOW, UINT64_MAX, n);
                 if (fd) {
-                    auto d = hash_fd(fd.get(), n);
+                    auto d = hash_fd(fd->get(), n);
                     keep = d && d->sha256 == n;
                 }
             }
@@ -412,7 +413,7 @@ Result<int> Installer::prepare_file(const Entry& e, int objects_fd, std::unorder
     int dir = staging_.get();
     int& remaining = uses[e.sha256];
     if (remaining > 1) {
-        UniqueFd src(fs_->openat(objects_fd, e.sha256.c_str(), O_RDONLY | O_NOFOLLOW, 0));
+        UniqueFd src(fs_->openat(objects_fd, e.sha256.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0));
         if (!src) return errno_status(what + ": staged content");
         SSYNC_ASSIGN_OR_RETURN(FileDigest d, copy_hashed(*fs_, src.get(), staging_.get(), name, what));
         if (d.sha256 != e.sha256) return Status(Code::io, what + ": staged content changed");
@@ -426,7 +427,7 @@ Result<int> Installer::prepare_file(const Entry& e, int objects_fd, std::unorder
         }
     }
     remaining--;
-    UniqueFd fd(fs_->openat(dir, name.c_str(), O_RDONLY | O_NOFOLLOW, 0));
+    UniqueFd fd(fs_->openat(dir, name.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0));
     if (!fd) return errno_status(what + ": staged content");
     SSYNC_RETURN_IF_ERROR(set_metadata_fd(fd.get(), e, what));
     return dir;
@@ -680,7 +681,7 @@ Status Installer::apply_whole_tree(const Manifest& manifest, const Plan& plan, c
             // Too many links (or no /proc): a copy with the same metadata will do.
             SSYNC_ASSIGN_OR_RETURN(FileDigest d, copy_hashed(*fs_, src.get(), parent, leaf, what));
             if (d.sha256 != e.sha256) return Status(Code::io, what + ": changed during the sync; run again");
-            UniqueFd fd(fs_->openat(parent, leaf.c_str(), O_RDONLY | O_NOFOLLOW, 0));
+            UniqueFd fd(fs_->openat(parent, leaf.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0));
             if (!fd) return errno_status(what);
             SSYNC_RETURN_IF_ERROR(set_metadata_fd(fd.get(), e, what));
             continue;
@@ -693,7 +694,7 @@ Status Installer::apply_whole_tree(const Manifest& manifest, const Plan& plan, c
             if (!src) return errno_status(what);
             SSYNC_ASSIGN_OR_RETURN(FileDigest d, copy_hashed(*fs_, src.get(), staging_.get(), from, what));
             if (d.sha256 != e.sha256) return Status(Code::io, what + ": changed during the sync; run again");
-            UniqueFd fd(fs_->openat(from_dir, from.c_str(), O_RDONLY | O_NOFOLLOW, 0));
+            UniqueFd fd(fs_->openat(from_dir, from.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0));
             if (!fd) return errno_status(what);
             SSYNC_RETURN_IF_ERROR(set_metadata_fd(fd.get(), e, what));
         } else {

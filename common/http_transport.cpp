@@ -75,6 +75,10 @@ std::pair<Status, Failure> curl_failure(const std::string& url, CURLcode rc, lon
                            url + ": not found (HTTP " + std::to_string(http_status) + ")"),
                     Failure::permanent};
         }
+        // What a server denies (dot-paths, typically) is not there as far as we can tell.
+        if (http_status == 403) {
+            return {Status(Code::not_found, url + ": forbidden (HTTP 403)"), Failure::permanent};
+        }
         Status s(Code::transport, url + ": HTTP " + std::to_string(http_status));
         // A resume that the server cannot satisfy: what we have is not a prefix of its file.
         return {s, http_status == 416 ? Failure::restart : Failure::retry};

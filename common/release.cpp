@@ -50,7 +50,11 @@ Result<VerifiedRelease> verify_release(std::string manifest_bytes, std::string s
 }
 
 Result<ReleaseFiles> locate_release(Transport& transport) {
-    for (const std::string prefix : {"", ".ssync/"}) {
+    // A mirror's own `.ssync/latest` first: the top level of a mirror is the file set, which
+    // may hold a file named `latest` (or be a publication itself) that says nothing about the
+    // release applied there. A publication has no `.ssync/` (manifests refuse the name), and
+    // servers configured to deny dot-paths answer 403: both mean "not a mirror".
+    for (const std::string prefix : {".ssync/", ""}) {
         auto latest = transport.fetch(prefix + layout::kLatest, 64);
         if (!latest) {
             if (latest.status().code() == Code::not_found) continue;

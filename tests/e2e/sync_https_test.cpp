@@ -206,6 +206,18 @@ TEST_SUITE("e2e sync https") {
         CHECK(snapshot(m.dest) == snapshot(m.src));
     }
 
+    TEST_CASE("a publication served as docs/operators.md says (dot-paths denied) syncs: 403 means not a mirror") {
+        // The verifier asks for a mirror's `.ssync/latest` first; nginx answers 403 for it.
+        HttpsMirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        NginxServer nginx(m.pub, "location ~ /\\. { deny all; }");
+        auto r = m.sync(nginx.https_url(), {"--ca-file", nginx.ca_file()});
+        REQUIRE_MESSAGE(r.exit_status == 0, r.err);
+        CHECK(snapshot(m.dest) == snapshot(m.src));
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));  // nginx logs after replying
+        CHECK(nginx.access_log().find(" 403 ") != std::string::npos);
+    }
+
     TEST_CASE("a mirror served over HTTPS feeds a downstream mirror that verifies with the master's key") {
         HttpsMirror m;
         REQUIRE(m.sign().exit_status == 0);

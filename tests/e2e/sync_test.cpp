@@ -439,6 +439,22 @@ TEST_SUITE("e2e sync") {
         CHECK(read_file(dest2 + "/index.html") == "<h1>Welcome</h1>\n");
     }
 
+    TEST_CASE("a mirror whose file set has its own top-level `latest` still serves its release") {
+        // Regression: the verifier read a mirror's top-level `latest` (a file of the set) before
+        // its `.ssync/latest`, and refused it: "latest: not a serial number".
+        Mirror m;
+        write_file(m.src + "/latest", "hello\n");
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok();
+        std::string dest2 = m.dir / "dest2";
+        auto r = verifier({"sync", "--from", m.dest, "--to", dest2, "--keyring", m.keyring, "--state",
+                           m.dir / "state2"});
+        REQUIRE_MESSAGE(r.exit_status == 0, r.err);
+        CHECK(snapshot(dest2) == snapshot(m.src));
+        auto show = verifier({"show", "--from", m.dest, "--keyring", m.keyring});
+        CHECK_MESSAGE(show.exit_status == 0, show.err);
+    }
+
     TEST_CASE("an unchanged release with a damaged kept manifest is repaired, not skipped") {
         Mirror m;
         REQUIRE(m.sign().exit_status == 0);

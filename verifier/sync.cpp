@@ -36,6 +36,12 @@ int run_sync(const cli::Args& args) {
     options.extras = args.has("keep-extra") ? ExtraPolicy::keep : ExtraPolicy::remove;
     options.verify_all = args.has("checksum");
     options.atomic_tree = args.has("atomic-tree");
+    if (options.atomic_tree && options.extras == ExtraPolicy::keep) {
+        // The swapped-in tree is built from the manifest alone: what only DEST holds would be
+        // gone with the old tree. Refused rather than silently deleting it.
+        return fail(args, Status(Code::usage, "--keep-extra and --atomic-tree cannot be combined: the new tree "
+                                              "is built from the release alone, so extra files would be lost"));
+    }
     bool quiet = args.has("quiet") || args.has("json");
     options.progress = stderr_is_terminal() && !quiet;
     if (args.has("max-manifest-size")) {

@@ -741,6 +741,21 @@ TEST_SUITE("e2e sync atomic tree") {
         REQUIRE(::flock(lock.get(), LOCK_EX | LOCK_NB) == 0);
         CHECK(m.sync({"--atomic-tree"}).exit_status == 7);
     }
+
+    TEST_CASE("--atomic-tree with --keep-extra is refused before anything changes") {
+        // Regression: the combination exited 0 after swapping in a tree without DEST's extras.
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok();
+        write_file(m.dest + "/mine.txt", "local\n");
+        write_file(m.src + "/index.html", "<h1>v2</h1>\n");
+        REQUIRE(m.sign().exit_status == 0);
+        Snapshot before = snapshot(m.dest);
+        auto r = m.sync({"--atomic-tree", "--keep-extra"});
+        CHECK(r.exit_status == 2);
+        CHECK(r.err.find("--keep-extra and --atomic-tree") != std::string::npos);
+        CHECK(snapshot(m.dest) == before);
+    }
 }
 
 }  // namespace ssync::test

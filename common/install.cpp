@@ -530,6 +530,17 @@ Status Installer::apply(const Manifest& manifest, const Plan& plan) {
     return Status::ok();
 }
 
+Status Installer::prepare_record(const Manifest& manifest) {
+    std::string meta_display = join_path(dest_path_, ".ssync");
+    struct stat st;
+    if (::fstatat(meta_.get(), layout::kReleases, &st, AT_SYMLINK_NOFOLLOW) == 0 && !S_ISDIR(st.st_mode) &&
+        fs_->unlinkat(meta_.get(), layout::kReleases, 0) != 0) {
+        return errno_status(meta_display + "/" + layout::kReleases);
+    }
+    std::string release = layout::release_dir(manifest.serial);
+    return make_dirs(*fs_, meta_.get(), release, 0755, meta_display + "/" + release);
+}
+
 Status Installer::record(const Manifest& manifest, const std::string& manifest_bytes,
                          const std::string& signature) {
     SSYNC_RETURN_IF_ERROR(record_into(dest_.get(), meta_.get(), dest_path_, manifest, manifest_bytes, signature));

@@ -1,6 +1,8 @@
 #include "ssync/state.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
+#include <unistd.h>
 
 #include <nlohmann/json.hpp>
 
@@ -32,6 +34,8 @@ Result<std::optional<SyncState>> StateStore::load(const std::string& name) const
     SyncState s;
     try {
         s.name = j.at("name").get<std::string>();
+        // get<uint64_t> would turn -1 into 2^64-1 and 1.5 into 1.
+        if (!j.at("serial").is_number_unsigned()) return damaged("serial is not a non-negative integer");
         s.serial = j.at("serial").get<std::uint64_t>();
         s.manifest_sha256 = j.at("manifest_sha256").get<std::string>();
         s.signature_sha256 = j.at("signature_sha256").get<std::string>();
@@ -43,6 +47,9 @@ Result<std::optional<SyncState>> StateStore::load(const std::string& name) const
         return damaged("missing or mistyped field");
     }
     if (s.name != name) return damaged("holds another name");
+    for (const std::string* digest : {&s.manifest_sha256, &s.signature_sha256}) {
+        if (digest->size() != 64 || !is_lower_hex(*digest)) return damaged("a digest is not 64 hex digits");
+    }
     return std::optional<SyncState>(std::move(s));
 }
 
@@ -56,6 +63,14 @@ Status StateStore::save(const SyncState& s) const {
     std::string file = s.name + ".state";
     return write_file_atomic(*fs_, fd_.get(), file, j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
                              0600, join_path(dir_, file));
+}
+
+Status StateStore::check_writable() const {
+    std::string probe = ".probe-" + std::to_string(::getpid());
+    UniqueFd fd(fs_->openat(fd_.get(), probe.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0600));
+    if (!fd) return errno_status(dir_ + ": state directory not writable");
+    if (fs_->unlinkat(fd_.get(), probe.c_str(), 0) != 0) return errno_status(join_path(dir_, probe));
+    return Status::ok();
 }
 
 }  // namespace ssync

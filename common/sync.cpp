@@ -173,6 +173,11 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
         return report;
     }
 
+    // What must work after DEST is switched is checked before it is touched: a run that could
+    // not record the new serial would apply whatever it is offered, older releases included.
+    SSYNC_RETURN_IF_ERROR(store.check_writable());
+    if (!options.atomic_tree) SSYNC_RETURN_IF_ERROR(installer.prepare_record(manifest));
+
     for (const auto& [hash, source] : plan.local_source) report.files_copied_locally += !source.empty();
     Progress progress("fetching", plan.download.size(), plan.bytes_to_download, options.progress);
     DownloadOptions download_options;

@@ -78,6 +78,11 @@ public:
     // metadata fixed, extras removed, directory modes set last, then syncfs.
     Status apply(const Manifest& manifest, const Plan& plan);
 
+    // Before apply(): makes the directory record() will write the release to (removing a
+    // non-directory found at DEST/.ssync/releases: ssync's own name, never followed), so that
+    // recording cannot fail for that reason after DEST was switched.
+    Status prepare_record(const Manifest& manifest);
+
     // Records the applied release in DEST/.ssync (manifest, signature, `latest`, stat cache) so
     // DEST can be audited and served to downstream mirrors, and empties staging.
     Status record(const Manifest& manifest, const std::string& manifest_bytes, const std::string& signature);

@@ -34,6 +34,10 @@ public:
     Result<std::optional<SyncState>> load(const std::string& name) const;
     // Durably replaces the state for state.name.
     Status save(const SyncState& state) const;
+    // Whether save() can work (a file can be created in the directory), asked before DEST is
+    // touched: a state that cannot be recorded would let every run apply whatever it is
+    // offered, older releases included, and fail only afterwards.
+    Status check_writable() const;
 
 private:
     StateStore(FileSystem& fs, std::string dir, UniqueFd fd) : fs_(&fs), dir_(std::move(dir)), fd_(std::move(fd)) {}

@@ -651,6 +651,59 @@ TEST_SUITE("e2e sync operators") {
         CHECK(again.err.empty());
     }
 
+    TEST_CASE("a state that cannot be recorded fails the run before DEST changes") {
+        // Regression: the unwritable state was noticed after DEST was switched, so every run
+        // applied whatever it was offered, an older release too, then exited 5.
+        if (::geteuid() != 0) return;  // needs root to become someone else
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        REQUIRE(::chmod(m.dir.path().c_str(), 0755) == 0);
+        std::string home = m.dir / "nobody";
+        make_dirs(home);
+        REQUIRE(::chown(home.c_str(), 65534, 65534) == 0);
+        std::string key = home + "/key.asc";
+        write_file(key, read_file(m.keyring), 0644);
+        std::string root_state = m.dir / "root-state";  // root's, 0755: not writable by nobody
+        make_dirs(root_state);
+        REQUIRE(::chmod(root_state.c_str(), 0755) == 0);
+        auto as_nobody = [&](const std::string& state) {
+            return run({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SSYNC_VERIFIER_BIN, "sync",
+                        "--from", m.pub, "--to", home + "/dest", "--keyring", key, "--state", state, "--no-owner"});
+        };
+        auto first = as_nobody(home + "/state");
+        REQUIRE_MESSAGE(first.exit_status == 0, first.err);
+        write_file(m.src + "/index.html", "<h1>v2</h1>\n");
+        REQUIRE(m.sign().exit_status == 0);
+        Snapshot before = snapshot(home + "/dest");
+        auto r = as_nobody(root_state);
+        CHECK(r.exit_status == 5);
+        CHECK(r.err.find("state directory not writable") != std::string::npos);
+        CHECK(snapshot(home + "/dest") == before);
+    }
+
+    TEST_CASE("junk at DEST/.ssync/releases is replaced before the switch, never followed") {
+        // Regression: a symlink there made recording fail after DEST was switched (exit 5, DEST
+        // at the new serial, state and .ssync/latest at the old one).
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok();
+        std::string elsewhere = m.dir / "elsewhere";
+        make_dirs(elsewhere);
+        std::string releases = m.dest + "/.ssync/releases";
+        std::filesystem::remove_all(releases);
+        REQUIRE(::symlink(elsewhere.c_str(), releases.c_str()) == 0);
+        write_file(m.src + "/index.html", "<h1>v2</h1>\n");
+        REQUIRE(m.sign().exit_status == 0);
+        auto j = m.sync_ok();
+        CHECK(j["serial"] == 2);
+        CHECK(std::filesystem::is_empty(elsewhere));
+        struct stat st;
+        REQUIRE(::lstat(releases.c_str(), &st) == 0);
+        CHECK(S_ISDIR(st.st_mode));
+        CHECK(nlohmann::json::parse(read_file(m.state + "/site.state"))["serial"] == 2);
+        m.audit_clean();
+    }
+
     TEST_CASE("file:// URLs, --jitter, and bad option values") {
         Mirror m;
         REQUIRE(m.sign().exit_status == 0);

@@ -411,6 +411,7 @@ struct SignatureReport {
     unsigned summary = 0;
     bool wrong_key_usage = false;
     std::int64_t created = 0;
+    std::int64_t expires = 0;  // the signature's own expiry; 0: none
 };
 
 enum class Verdict { good, bad, not_accepted };
@@ -479,7 +480,12 @@ Judgement judge(const SignatureReport& s, gpgme_ctx_t ctx, const std::vector<std
     if (signer->disabled || signer->invalid || !signer->can_sign) {
         return not_accepted("key " + subkey_name(signer) + " is not meant for signing");
     }
-    return {Verdict::good, {}, VerifiedSignature{primary, s.fpr, s.created}};
+    std::int64_t valid_until = 0;
+    for (std::int64_t t : {s.expires, static_cast<std::int64_t>(key->subkeys->expires),
+                           static_cast<std::int64_t>(signer->expires)}) {
+        if (t > 0 && (valid_until == 0 || t < valid_until)) valid_until = t;
+    }
+    return {Verdict::good, {}, VerifiedSignature{primary, s.fpr, s.created, valid_until}};
 }
 
 }  // namespace
@@ -501,7 +507,8 @@ Result<VerifiedSignature> SignatureVerifier::verify(std::string_view data,
     gpgme_verify_result_t result = gpgme_op_verify_result(ctx.get());
     for (gpgme_signature_t s = result ? result->signatures : nullptr; s; s = s->next) {
         reports.push_back({s->fpr ? s->fpr : "", s->status, static_cast<unsigned>(s->summary),
-                           s->wrong_key_usage != 0, static_cast<std::int64_t>(s->timestamp)});
+                           s->wrong_key_usage != 0, static_cast<std::int64_t>(s->timestamp),
+                           static_cast<std::int64_t>(s->exp_timestamp)});
     }
     if (reports.empty()) return Status(Code::untrusted, "no signature found");
 

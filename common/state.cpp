@@ -43,6 +43,11 @@ Result<std::optional<SyncState>> StateStore::load(const std::string& name) const
         if (!expires) return damaged("bad expires");
         s.expires = *expires;
         s.dest = j.value("dest", "");
+        s.keyring_sha256 = j.value("keyring_sha256", "");
+        if (j.contains("verified_until")) {
+            if (!j.at("verified_until").is_number_integer()) return damaged("verified_until is not an integer");
+            s.verified_until = j.at("verified_until").get<std::int64_t>();
+        }
     } catch (const nlohmann::json::exception&) {
         return damaged("missing or mistyped field");
     }
@@ -59,7 +64,9 @@ Status StateStore::save(const SyncState& s) const {
                         {"manifest_sha256", s.manifest_sha256},
                         {"signature_sha256", s.signature_sha256},
                         {"expires", format_rfc3339(s.expires)},
-                        {"dest", s.dest}};
+                        {"dest", s.dest},
+                        {"keyring_sha256", s.keyring_sha256},
+                        {"verified_until", s.verified_until}};
     std::string file = s.name + ".state";
     return write_file_atomic(*fs_, fd_.get(), file, j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace) + "\n",
                              0600, join_path(dir_, file));

@@ -43,10 +43,14 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
         return s;
     };
     FileSystem& fs = options.fs ? *options.fs : system_fs();
+    std::string keyring_sha256;
     {
-        // Fail early on a misconfigured keyring, even on runs that would not need it.
+        // Fail early on a misconfigured keyring, even on runs that would not need gpg. Its
+        // digest tells whether the verdict recorded for an applied release was reached with
+        // these very keys.
         auto keyring = read_file_bounded(options.keyring, 16 << 20);
         if (!keyring) return keyring.status();
+        keyring_sha256 = sha256_hex(*keyring);
     }
     InstallOptions install_options;
     install_options.owners = options.owners;
@@ -82,13 +86,20 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
     std::string manifest_bytes, signature;
     Manifest manifest;
     bool have_release = false;
+    bool verified_now = false;         // gpg verified the release in this run (with this keyring)
+    std::int64_t verified_until = 0;   // then: until when that verdict holds
     if (state && files.announced_serial) {
         if (*files.announced_serial < state->serial) return rollback_error(name, *files.announced_serial, state->serial);
         if (*files.announced_serial == state->serial) {
             // Probably nothing new: compare the small signature before fetching the manifest.
             SSYNC_ASSIGN_OR_RETURN(std::string sig, transport->fetch(files.signature_path, kMaxSignatureBytes));
             report.bytes_fetched += sig.size();
-            if (sha256_hex(sig) == state->signature_sha256) {
+            // The verdict recorded with the state stands only for the same keyring (a key
+            // removed or revoked there must stop the mirror) and until a key or the
+            // signature expires; otherwise the release is fetched and verified again below.
+            bool verdict_holds = state->keyring_sha256 == keyring_sha256 &&
+                                 (state->verified_until == 0 || options.now < state->verified_until);
+            if (sha256_hex(sig) == state->signature_sha256 && verdict_holds) {
                 if (state->expires <= options.now) {
                     return Status(Code::bad_manifest,
                                   name + ": serial " + std::to_string(state->serial) + " expired at " +
@@ -123,6 +134,8 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
         policy.limits = options.limits;
         SSYNC_ASSIGN_OR_RETURN(VerifiedRelease release, fetch_release(*transport, *verifier, policy));
         report.bytes_fetched += release.manifest_bytes.size() + release.signature.size();
+        verified_until = release.signer.valid_until;
+        verified_now = true;
         if (!state && name.empty()) {
             // A fresh DEST, no --name: the state for the release's own name still guards
             // against a replayed old release.
@@ -168,6 +181,14 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
         } else {
             SSYNC_RETURN_IF_ERROR(installer.record(manifest, manifest_bytes, signature));
         }
+        if (verified_now && (state->keyring_sha256 != keyring_sha256 || state->verified_until != verified_until)) {
+            // Verified again (a new keyring, or a state from before verdicts were recorded):
+            // remembered, so that the next run can skip gpg again.
+            SyncState renewed = *state;
+            renewed.keyring_sha256 = keyring_sha256;
+            renewed.verified_until = verified_until;
+            SSYNC_RETURN_IF_ERROR(store.save(renewed));
+        }
         report.noop = kept_intact;
         report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
         return report;
@@ -212,6 +233,9 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
     next.signature_sha256 = sha256_hex(signature);
     next.expires = manifest.expires;
     next.dest = options.dest;
+    // A release taken from DEST/.ssync (same serial, same bytes) keeps the verdict it had.
+    next.keyring_sha256 = verified_now ? keyring_sha256 : state->keyring_sha256;
+    next.verified_until = verified_now ? verified_until : state->verified_until;
     SSYNC_RETURN_IF_ERROR(store.save(next));
     report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
     return report;

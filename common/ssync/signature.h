@@ -51,6 +51,10 @@ struct VerifiedSignature {
     std::string primary_fpr;   // the pinned primary key that made it (upper-case hex)
     std::string signing_fpr;   // the key or subkey that made it, as the signature names it
     std::int64_t created = 0;  // signature creation time, seconds since the epoch
+    // Until when this verdict holds with the same keyring: the earliest expiry of the
+    // signature, the signing (sub)key and its primary key; 0 when none expires. (A revocation
+    // cannot be foreseen: it arrives as a new keyring, which is verified again.)
+    std::int64_t valid_until = 0;
 };
 
 class SignatureVerifier {

@@ -18,6 +18,12 @@ struct SyncState {
     std::string signature_sha256;
     std::int64_t expires = 0;
     std::string dest;  // where it was applied (informational)
+    // The keyring the release was verified with (SHA-256 of the file's bytes) and until when
+    // that verdict holds (VerifiedSignature::valid_until; 0: no expiry). A run that finds the
+    // same release again trusts it without gpg only while both still hold. Empty in state files
+    // written before they were recorded: the next run verifies again.
+    std::string keyring_sha256;
+    std::int64_t verified_until = 0;
 };
 
 // The state directory's files: "<name>.state" (JSON). The default directory is

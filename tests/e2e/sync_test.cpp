@@ -15,6 +15,7 @@
 
 #include "e2e.h"
 #include "ssync/fs.h"
+#include "ssync/hash.h"
 #include "tree_snapshot.h"
 
 namespace ssync::test {
@@ -649,6 +650,61 @@ TEST_SUITE("e2e sync operators") {
         auto again = as_nobody(home + "/dest2", {"--no-owner"});
         CHECK(again.exit_status == 0);
         CHECK(again.err.empty());
+    }
+
+    TEST_CASE("an applied release is trusted again only with the keyring it was verified with") {
+        // Regression: a run that found the applied release again (same serial and signature)
+        // repaired DEST from the kept manifest without consulting --keyring: a key removed from
+        // the keyring, or revoked there, still kept the mirror going with exit 0.
+        Mirror m;
+        // The revoked key's public half as mirrors had it before the revocation was published.
+        auto exported = run({"gpg", "--homedir", m.keys.home, "--batch", "--armor", "--export", m.keys.revoked_fpr});
+        REQUIRE(exported.exit_status == 0);
+        std::string before_revocation = m.dir / "before-revocation.asc";
+        write_file(before_revocation, exported.out);
+        REQUIRE(m.sign({}, m.keys.revoked_fpr).exit_status == 0);
+        auto sync_with = [&](const std::string& keyring) {
+            return verifier({"sync", "--from", m.pub, "--to", m.dest, "--keyring", keyring, "--state", m.state});
+        };
+        auto state = [&] { return nlohmann::json::parse(read_file(m.state + "/site.state")); };
+        auto first = sync_with(before_revocation);
+        REQUIRE_MESSAGE(first.exit_status == 0, first.err);
+        CHECK(state()["keyring_sha256"] == sha256_hex(read_file(before_revocation)));
+        CHECK(state()["verified_until"] == 0);  // nothing expires
+        // The same keyring: the recorded verdict stands, drift is repaired.
+        write_file(m.dest + "/index.html", "drift\n");
+        auto again = sync_with(before_revocation);
+        CHECK_MESSAGE(again.exit_status == 0, again.err);
+        CHECK(read_file(m.dest + "/index.html") == read_file(m.src + "/index.html"));
+
+        // The revocation reaches the keyring: refused, DEST left as it is.
+        write_file(m.dest + "/index.html", "drift\n");
+        Snapshot drifted = snapshot(m.dest);
+        auto revoked = sync_with(m.keys.pubkey("revoked"));
+        CHECK(revoked.exit_status == 3);
+        CHECK(revoked.err.find("revoked") != std::string::npos);
+        CHECK(snapshot(m.dest) == drifted);
+        // A keyring without the key at all: refused as well.
+        auto other = sync_with(m.keys.pubkey("other"));
+        CHECK(other.exit_status == 3);
+        CHECK(snapshot(m.dest) == drifted);
+
+        // Another keyring that still holds the key: verified again, and remembered.
+        std::string both = m.dir / "both.asc";
+        write_file(both, read_file(m.keys.pubkey("plain")) + read_file(before_revocation));
+        auto renewed = sync_with(both);
+        CHECK_MESSAGE(renewed.exit_status == 0, renewed.err);
+        CHECK(state()["keyring_sha256"] == sha256_hex(read_file(both)));
+        CHECK(read_file(m.dest + "/index.html") == read_file(m.src + "/index.html"));
+
+        // A verdict past its time (a key or the signature expired since) is not reused: the run
+        // verifies again and records the new verdict.
+        auto aged = state();
+        aged["verified_until"] = 1;
+        write_file(m.state + "/site.state", aged.dump());
+        auto reverified = sync_with(both);
+        CHECK_MESSAGE(reverified.exit_status == 0, reverified.err);
+        CHECK(state()["verified_until"] == 0);
     }
 
     TEST_CASE("a state that cannot be recorded fails the run before DEST changes") {

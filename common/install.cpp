@@ -7,6 +7,7 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <map>
 #include <thread>
 #include <mutex>
 #include <unordered_set>
@@ -438,9 +439,26 @@ Status Installer::apply(const Manifest& manifest, const Plan& plan) {
     DirCache dirs(dest_.get());
     auto display = [&](const std::string& path) { return join_path(dest_path_, quote_path(path)); };
 
+    // Not as root, a directory whose mode has no owner write bit (a read-only directory of the
+    // release, 0555) refuses the renames into it: ours, so made writable for the switch and
+    // given its mode back in step 5. Without this, such an update failed half-applied on every
+    // run. (Root is not held back by modes.)
+    std::map<std::string, mode_t> unlocked;  // directory path -> its mode before
+    const bool modes_bind = ::geteuid() != 0;
+    auto parent_for_change = [&](std::string_view dir) -> Result<int> {
+        SSYNC_ASSIGN_OR_RETURN(int fd, dirs.get(dir));
+        if (!modes_bind || unlocked.count(std::string(dir))) return fd;
+        struct stat st;
+        if (::fstat(fd, &st) != 0) return errno_status(display(std::string(dir)));
+        if ((st.st_mode & S_IRWXU) == S_IRWXU || st.st_uid != ::geteuid()) return fd;
+        if (fs_->fchmod(fd, (st.st_mode & 07777) | S_IRWXU) != 0) return errno_status(display(std::string(dir)) + ": chmod");
+        unlocked.emplace(std::string(dir), st.st_mode & 07777);
+        return fd;
+    };
+
     // 1. Entries of the wrong type go first (a file where a directory must be, and so on).
     for (const std::string& path : plan.retype) {
-        SSYNC_ASSIGN_OR_RETURN(int parent, dirs.get(parent_path(path)));
+        SSYNC_ASSIGN_OR_RETURN(int parent, parent_for_change(parent_path(path)));
         SSYNC_RETURN_IF_ERROR(remove_tree(*fs_, parent, leaf_of(path), display(path)));
     }
     dirs.forget();
@@ -455,7 +473,7 @@ Status Installer::apply(const Manifest& manifest, const Plan& plan) {
     std::uint64_t counter = 0;
     for (const Entry* e : plan.create) {
         std::string parent_dir(parent_path(e->path));
-        SSYNC_ASSIGN_OR_RETURN(int parent, dirs.get(parent_dir));
+        SSYNC_ASSIGN_OR_RETURN(int parent, parent_for_change(parent_dir));
         std::string leaf = leaf_of(e->path);
         std::string what = display(e->path);
         if (e->type == EntryType::dir) {
@@ -513,7 +531,7 @@ Status Installer::apply(const Manifest& manifest, const Plan& plan) {
 
     // 4. Extras, deepest first.
     for (auto it = plan.remove.rbegin(); it != plan.remove.rend(); ++it) {
-        SSYNC_ASSIGN_OR_RETURN(int parent, dirs.get(parent_path(*it)));
+        SSYNC_ASSIGN_OR_RETURN(int parent, parent_for_change(parent_path(*it)));
         SSYNC_RETURN_IF_ERROR(remove_tree(*fs_, parent, leaf_of(*it), display(*it)));
     }
 
@@ -525,7 +543,17 @@ Status Installer::apply(const Manifest& manifest, const Plan& plan) {
         SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_dir_beneath(dest_.get(), e->path));
         if (fs_->fchmod(fd.get(), e->mode) != 0) return errno_status(display(e->path) + ": chmod");
     }
-    (void)manifest;
+    // Directories made writable above get the release's mode (or, for DEST itself and
+    // directories the release does not list, their own) back; deepest first.
+    for (auto it = unlocked.rbegin(); it != unlocked.rend(); ++it) {
+        const auto& [path, before] = *it;
+        const Entry* e = path.empty() ? nullptr : manifest.find(path);
+        bool listed = e && e->type == EntryType::dir;
+        auto fd = dirs.get(path);
+        if (!fd && !listed && !path.empty()) continue;  // an extra directory, removed since
+        if (!fd) return fd.status();
+        if (fs_->fchmod(*fd, listed ? e->mode : before) != 0) return errno_status(display(path) + ": chmod");
+    }
     if (::syncfs(dest_.get()) != 0) return errno_status(dest_path_ + ": syncfs");
     return Status::ok();
 }

@@ -707,6 +707,47 @@ TEST_SUITE("e2e sync operators") {
         CHECK(state()["verified_until"] == 0);
     }
 
+    TEST_CASE("not as root, files in a read-only directory of the release are updated, and its mode kept") {
+        // Regression: the renames into a 0555 directory failed (EACCES) after other paths had
+        // switched, on every run: DEST stuck half-applied.
+        if (::geteuid() != 0) return;  // needs root to become someone else
+        Mirror m;
+        write_file(m.src + "/ro/f", "v1\n");
+        write_file(m.src + "/ro/gone", "v1\n");
+        REQUIRE(::chmod((m.src + "/ro").c_str(), 0555) == 0);
+        REQUIRE(m.sign().exit_status == 0);
+        REQUIRE(::chmod(m.dir.path().c_str(), 0755) == 0);
+        std::string home = m.dir / "nobody";
+        make_dirs(home);
+        REQUIRE(::chown(home.c_str(), 65534, 65534) == 0);
+        std::string key = home + "/key.asc";
+        write_file(key, read_file(m.keyring), 0644);
+        std::string dest = home + "/dest";
+        auto as_nobody = [&] {
+            return run({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SSYNC_VERIFIER_BIN, "sync",
+                        "--from", m.pub, "--to", dest, "--keyring", key, "--state", home + "/state", "--no-owner"});
+        };
+        auto first = as_nobody();
+        REQUIRE_MESSAGE(first.exit_status == 0, first.err);
+        REQUIRE(::chmod((m.src + "/ro").c_str(), 0755) == 0);
+        write_file(m.src + "/ro/f", "v2\n");
+        write_file(m.src + "/ro/new", "new\n");
+        REQUIRE(::unlink((m.src + "/ro/gone").c_str()) == 0);
+        REQUIRE(::chmod((m.src + "/ro").c_str(), 0555) == 0);
+        write_file(m.src + "/index.html", "<h1>v2</h1>\n");
+        REQUIRE(m.sign().exit_status == 0);
+        auto update = as_nobody();
+        CHECK_MESSAGE(update.exit_status == 0, update.err);
+        CHECK(read_file(dest + "/ro/f") == "v2\n");
+        CHECK(read_file(dest + "/ro/new") == "new\n");
+        CHECK_FALSE(exists(dest + "/ro/gone"));
+        struct stat st;
+        REQUIRE(::stat((dest + "/ro").c_str(), &st) == 0);
+        CHECK((st.st_mode & 07777) == 0555);
+        auto a = m.audit(dest, {"--ignore-owner"});
+        CHECK_MESSAGE(a.exit_status == 0, a.out << a.err);
+    }
+
     TEST_CASE("a state that cannot be recorded fails the run before DEST changes") {
         // Regression: the unwritable state was noticed after DEST was switched, so every run
         // applied whatever it was offered, an older release too, then exited 5.

@@ -41,7 +41,7 @@ Result<VerifiedRelease> verify_release(std::string manifest_bytes, std::string s
                       display + ": expired at " + format_rfc3339(m.expires) + " (now " +
                           format_rfc3339(policy.now) + ", serial " + std::to_string(m.serial) +
                           "); the master stopped re-signing or the server replays an old "
-                          "release (--allow-expired to audit it anyway)");
+                          "release (audit, check and show take --allow-expired to inspect it)");
     }
     r.manifest_sha256 = sha256_hex(manifest_bytes);
     r.manifest_bytes = std::move(manifest_bytes);

@@ -143,9 +143,11 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
             if (state) report.previous_serial = state->serial;
         }
         if (state) {
-            if (release.manifest.serial < state->serial) return rollback_error(name, release.manifest.serial, state->serial);
+            if (release.manifest.serial < state->serial) {
+                return rollback_error(release.manifest.name, release.manifest.serial, state->serial);
+            }
             if (release.manifest.serial == state->serial && release.manifest_sha256 != state->manifest_sha256) {
-                return Status(Code::bad_manifest, name + ": serial " + std::to_string(state->serial) +
+                return Status(Code::bad_manifest, release.manifest.name + ": serial " + std::to_string(state->serial) +
                                                       " was applied with different manifest bytes; a release "
                                                       "never changes under the same serial: refused");
             }

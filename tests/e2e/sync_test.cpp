@@ -165,6 +165,7 @@ TEST_SUITE("e2e sync") {
                                "--state", m.state});
         CHECK(fresh.exit_status == 4);
         CHECK(fresh.err.find("rollback refused") != std::string::npos);
+        CHECK(fresh.err.find("error: site: the publication offers serial 1") != std::string::npos);  // named
         CHECK_FALSE(exists(m.dir / "fresh-dest/index.html"));
 
         // A different release under serial 2.
@@ -195,6 +196,8 @@ TEST_SUITE("e2e sync") {
         ::sleep(2);
         auto r = fresh.sync();
         CHECK(r.exit_status == 4);
+        // Pointing at an option sync does not have would be no help.
+        CHECK(r.err.find("(audit, check and show take --allow-expired to inspect it)") != std::string::npos);
         CHECK_FALSE(exists(fresh.dest + "/index.html"));
     }
 

@@ -7,7 +7,9 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstdlib>
 #include <map>
+#include <memory>
 #include <thread>
 #include <mutex>
 #include <unordered_set>
@@ -139,7 +141,18 @@ Result<Installer> Installer::open(const std::string& dest, const InstallOptions&
     in.fs_ = options.fs ? options.fs : &system_fs();
     in.options_ = options;
     in.dest_path_ = dest;
-    auto [parent, name] = split_path(dest);
+    // A DEST given as a symlink means the directory it names, in both modes: --atomic-tree
+    // swaps beside that directory, not beside the link (which it would replace by a real
+    // directory, leaving the link's old target with the stale tree). The user's own path may
+    // be a link; nothing below it is followed.
+    std::string resolved = dest;
+    struct stat lst;
+    if (::lstat(dest.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode)) {
+        std::unique_ptr<char, decltype(&std::free)> real(::realpath(dest.c_str(), nullptr), &std::free);
+        if (!real) return errno_status(dest + ": symlink to");
+        resolved = real.get();
+    }
+    auto [parent, name] = split_path(resolved);
     in.dest_name_ = name;
     if (in.dest_name_.empty() || in.dest_name_ == "." || in.dest_name_ == ".." || in.dest_name_ == "/") {
         return Status(Code::usage, dest + ": name the destination directory itself (not ., .. or /)");
@@ -147,7 +160,7 @@ Result<Installer> Installer::open(const std::string& dest, const InstallOptions&
     SSYNC_ASSIGN_OR_RETURN(in.parent_, open_dir_trusted(parent));
     if (options.source_dir_fd >= 0) {
         // Checked before DEST is created: a DEST inside the publication would change it.
-        switch (dir_overlap(dest, options.source_dir_fd)) {
+        switch (dir_overlap(resolved, options.source_dir_fd)) {
         case Overlap::inside:
             return Status(Code::usage, dest + ": is the publication it would be synced from, or inside it; "
                                               "choose another destination");
@@ -158,8 +171,8 @@ Result<Installer> Installer::open(const std::string& dest, const InstallOptions&
             break;
         }
     }
-    if (::mkdir(dest.c_str(), 0755) != 0 && errno != EEXIST) return errno_status(dest);
-    SSYNC_ASSIGN_OR_RETURN(in.dest_, open_dir_trusted(dest));
+    if (::mkdir(resolved.c_str(), 0755) != 0 && errno != EEXIST) return errno_status(dest);
+    SSYNC_ASSIGN_OR_RETURN(in.dest_, open_dir_trusted(resolved));
     std::string meta(kReservedDir);
     if (in.fs_->mkdirat(in.dest_.get(), meta.c_str(), 0755) != 0 && errno != EEXIST) {
         return errno_status(join_path(dest, meta));

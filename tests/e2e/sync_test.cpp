@@ -895,6 +895,25 @@ TEST_SUITE("e2e sync atomic tree") {
         CHECK(m.sync({"--atomic-tree"}).exit_status == 7);
     }
 
+    TEST_CASE("--atomic-tree into a DEST given as a symlink swaps the directory it names, keeping the link") {
+        // Regression: the swap happened beside the link, which became a real directory while
+        // its old target kept the stale tree.
+        Mirror m;
+        REQUIRE(m.sign().exit_status == 0);
+        std::string real = m.dir / "real-dest";
+        make_dirs(real);
+        REQUIRE(::symlink(real.c_str(), m.dest.c_str()) == 0);
+        m.sync_ok({"--atomic-tree"});
+        write_file(m.src + "/index.html", "<h1>v2</h1>\n");
+        REQUIRE(m.sign().exit_status == 0);
+        m.sync_ok({"--atomic-tree"});
+        struct stat st;
+        REQUIRE(::lstat(m.dest.c_str(), &st) == 0);
+        CHECK(S_ISLNK(st.st_mode));
+        CHECK(snapshot(real) == snapshot(m.src));
+        CHECK(read_file(real + "/index.html") == "<h1>v2</h1>\n");
+    }
+
     TEST_CASE("--atomic-tree with --keep-extra is refused before anything changes") {
         // Regression: the combination exited 0 after swapping in a tree without DEST's extras.
         Mirror m;

@@ -6,6 +6,7 @@
 
 #include <algorithm>
 #include <cstring>
+#include <filesystem>
 #include <mutex>
 #include <unordered_map>
 
@@ -166,9 +167,16 @@ std::vector<FileCheck> check_files(const std::vector<std::string>& files, const 
         c.file = file;
         std::string candidate = file;
         if (!base.empty()) {
-            std::string b = base;
-            while (b.size() > 1 && b.back() == '/') b.pop_back();
-            if (candidate.rfind(b + "/", 0) == 0) candidate = candidate.substr(b.size() + 1);
+            // Compared as locations, not as text: "./x/a" is below "x/", and a relative FILE
+            // below an absolute --base. Lexically only: no symlink is resolved.
+            namespace fs = std::filesystem;
+            std::error_code ec;
+            fs::path f = fs::absolute(file, ec).lexically_normal();
+            fs::path b = fs::absolute(base, ec).lexically_normal();
+            if (!ec) {
+                fs::path rel = f.lexically_relative(b);
+                if (!rel.empty() && *rel.begin() != ".." && rel != ".") candidate = rel.generic_string();
+            }
         }
         while (candidate.rfind("./", 0) == 0) candidate = candidate.substr(2);
         const Entry* e = manifest.find(candidate);

@@ -289,6 +289,10 @@ TEST_SUITE("e2e check show export") {
         auto based = verifier({"check", "--from", p.pub, "--keyring", p.keyring, "--base", p.src,
                                p.src + "/docs/deep/notes.md"});
         CHECK(based.exit_status == 0);
+        // Other spellings of the same places (a regression: --base was matched as text).
+        auto spelled = verifier({"check", "--from", p.pub, "--keyring", p.keyring, "--base", p.src + "/",
+                                 p.src + "/./docs//deep/notes.md"});
+        CHECK_MESSAGE(spelled.exit_status == 0, spelled.out << spelled.err);
         auto unknown = verifier({"check", "--from", p.pub, "--keyring", p.keyring, p.src + "/../src/nothing"});
         CHECK(unknown.exit_status == 1);
     }

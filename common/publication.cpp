@@ -12,6 +12,7 @@
 #include <mutex>
 #include <numeric>
 #include <optional>
+#include <set>
 #include <utility>
 #include <vector>
 
@@ -56,22 +57,57 @@ bool exists_at(int dirfd, const std::string& path) {
     return ::fstatat(dirfd, path.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
+// Makes sure `name` in `parent` is a directory of ssync's own and opens it, never following a
+// symlink: a symlink planted there would otherwise carry every later write out of the
+// publication. With `replace` (tree/ and the objects' fan-out and work directories, which only
+// ssync fills), a symlink or file in the way is removed and the directory made afresh; else
+// (objects/, releases/: an administrator may have a reason, and they hold what mirrors fetch)
+// it is refused. `created` (if set) says whether the directory is new.
+Result<UniqueFd> own_dir(FileSystem& fs, int parent, const char* name, const std::string& display, bool replace,
+                         bool* created = nullptr, mode_t mode = 0755) {
+    bool made = fs.mkdirat(parent, name, mode) == 0;
+    if (!made && errno != EEXIST) return errno_status(display);
+    UniqueFd fd(fs.openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0));
+    if (!fd) {
+        int e = errno;
+        if (e != ELOOP && e != ENOTDIR) return errno_status(display, e);
+        if (!replace) {
+            return Status(Code::io, display + ": not a directory (a symlink or file is in the way); " +
+                                        "ssync neither follows nor removes it");
+        }
+        // unlinkat removes the symlink itself, never what it points to.
+        if (fs.unlinkat(parent, name, 0) != 0) return errno_status(display);
+        if (fs.mkdirat(parent, name, mode) != 0) return errno_status(display);
+        made = true;
+        fd = UniqueFd(fs.openat(parent, name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0));
+        if (!fd) return errno_status(display);
+    }
+    if (created) *created = made;
+    return fd;
+}
+
+int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+
 // Stores content into objects/ while it is hashed, so the object holds exactly the bytes the
-// manifest vouches for even if the source changes meanwhile.
+// manifest vouches for even if the source changes meanwhile. Every object is written through
+// descriptors of objects/, objects/tmp and the 256 fan-out directories, opened once without
+// following symlinks.
 class ObjectStore {
 public:
     ObjectStore(FileSystem& fs, int pub_fd) : fs_(fs), pub_fd_(pub_fd) {}
 
     Status prepare() {
-        SSYNC_RETURN_IF_ERROR(make_dirs(fs_, pub_fd_, "objects/tmp", 0755, "objects/tmp"));
+        SSYNC_ASSIGN_OR_RETURN(objects_fd_, own_dir(fs_, pub_fd_, layout::kObjects, layout::kObjects, false));
+        SSYNC_ASSIGN_OR_RETURN(tmp_fd_, own_dir(fs_, objects_fd_.get(), "tmp", "objects/tmp", true));
         for (int i = 0; i < 256; ++i) {
             static const char hex[] = "0123456789abcdef";
-            char dir[] = {'o', 'b', 'j', 'e', 'c', 't', 's', '/', hex[i >> 4], hex[i & 15], 0};
-            if (fs_.mkdirat(pub_fd_, dir, 0755) != 0 && errno != EEXIST) return errno_status(dir);
+            char dir[] = {hex[i >> 4], hex[i & 15], 0};
+            SSYNC_ASSIGN_OR_RETURN(fan_out_[i], own_dir(fs_, objects_fd_.get(), dir, std::string("objects/") + dir, true));
         }
-        auto d = open_dir_beneath(pub_fd_, "objects/tmp");
-        if (!d) return d.status();
-        tmp_fd_ = std::move(d).value();
         // Temporaries of a run that died (we hold the publication's lock, so none is live).
         SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> leftovers, list_dir(tmp_fd_.get(), "objects/tmp"));
         for (const DirChild& c : leftovers) {
@@ -81,6 +117,14 @@ public:
     }
 
     bool has(std::string_view sha256) const { return exists_at(pub_fd_, layout::object_path(sha256)); }
+
+    // objects/tmp, for temporaries that are renamed into place.
+    int tmp_dir() const { return tmp_fd_.get(); }
+    // The fan-out directory that holds `sha256` (64 lowercase hex digits, as the manifest
+    // checks and the hasher writes); the object's name in it is the digest itself.
+    int fan_out(std::string_view sha256) const {
+        return fan_out_[hex_value(sha256[0]) * 16 + hex_value(sha256[1])].get();
+    }
 
     // Reads `src_fd` to the end (or `stop_at` bytes: see hash_fd), hashing it and writing it
     // to a temporary object, then files it under its digest. When `expect` is set the digest
@@ -107,15 +151,35 @@ public:
         }
         out.reset();
         std::string final_path = layout::object_path(digest->sha256);
-        if (fs_.renameat2(tmp_fd_.get(), tmp.c_str(), pub_fd_, final_path.c_str(), RENAME_NOREPLACE) != 0) {
+        int dir = fan_out(digest->sha256);
+        const char* name = digest->sha256.c_str();
+        if (fs_.renameat2(tmp_fd_.get(), tmp.c_str(), dir, name, RENAME_NOREPLACE) != 0) {
             int e = errno;
-            cleanup();
+            if (e != EEXIST) {
+                cleanup();
+                return errno_status(final_path, e);
+            }
             // Another file with the same content got there first: same bytes, nothing to do.
-            if (e != EEXIST) return errno_status(final_path, e);
-        } else {
-            objects_stored_++;
-            bytes_stored_ += digest->size;
+            // Unless what holds the name is not a regular file (a symlink someone put there,
+            // which tree/ would otherwise link to): that is removed, unfollowed, and replaced.
+            struct stat st;
+            if (::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)) {
+                cleanup();
+                return digest;
+            }
+            Status removed = remove_tree(fs_, dir, name, final_path);
+            if (!removed) {
+                cleanup();
+                return removed;
+            }
+            if (fs_.renameat2(tmp_fd_.get(), tmp.c_str(), dir, name, RENAME_NOREPLACE) != 0) {
+                e = errno;
+                cleanup();
+                return errno_status(final_path, e);
+            }
         }
+        objects_stored_++;
+        bytes_stored_ += digest->size;
         return digest;
     }
 
@@ -124,7 +188,8 @@ public:
 private:
     FileSystem& fs_;
     int pub_fd_;
-    UniqueFd tmp_fd_;
+    UniqueFd objects_fd_, tmp_fd_;
+    UniqueFd fan_out_[256];
     std::atomic<std::uint64_t> counter_{0};
 };
 
@@ -150,13 +215,84 @@ Result<std::optional<Manifest>> load_previous(int pub_fd) {
     return std::optional<Manifest>(std::move(m).value());
 }
 
-// Brings tree/ from the previous release to the new one, touching only what changed. Each path
-// is replaced by rename, so a reader always finds a complete file.
-Status update_tree(FileSystem& fs, int pub_fd, const Manifest* previous, const Manifest& next) {
-    bool fresh = !exists_at(pub_fd, layout::kTree);
-    if (fresh) SSYNC_RETURN_IF_ERROR(make_dirs(fs, pub_fd, layout::kTree, 0755, layout::kTree));
-    SSYNC_ASSIGN_OR_RETURN(UniqueFd tree, open_dir_beneath(pub_fd, layout::kTree));
+// Directories of tree/ opened by path without following any symlink (openat2
+// RESOLVE_NO_SYMLINKS), so that a symlink planted in the tree can never carry a link, rename
+// or removal out of it. The last one stays open: entries come in path order, so consecutive
+// ones mostly share their parent.
+class TreeDirs {
+public:
+    explicit TreeDirs(int tree_fd) : tree_fd_(tree_fd) {}
+    // The directory holding `path`, and the last component in `name`; -1 and errno (ELOOP,
+    // ENOTDIR, ENOENT...) when it cannot be reached through directories alone.
+    int parent(const std::string& path, std::string& name) {
+        auto slash = path.rfind('/');
+        if (slash == std::string::npos) {
+            name = path;
+            return tree_fd_;
+        }
+        name = path.substr(slash + 1);
+        std::string_view dir(path.data(), slash);
+        if (fd_ && dir == dir_) return fd_.get();
+        dir_.assign(dir);
+        int fd = open_beneath(tree_fd_, dir_, O_RDONLY | O_DIRECTORY);
+        int err = errno;
+        fd_.reset(fd);
+        errno = err;
+        return fd;
+    }
+    void forget() { fd_.reset(); }
+
+private:
+    int tree_fd_;
+    std::string dir_;
+    UniqueFd fd_;
+};
+
+// Brings tree/ from `previous` (the release it was last brought to) to the new one, touching
+// only what changed. Each path is replaced by rename, so a reader always finds a complete
+// file. Every change goes through directory descriptors opened without following symlinks;
+// tree/ is ssync's own, so a symlink or file found where the tree has a directory (planted,
+// or a directory someone removed) is removed, unfollowed, and that directory made again with
+// everything below it.
+Status update_tree(FileSystem& fs, int pub_fd, const ObjectStore& store, const Manifest* previous,
+                   const Manifest& next) {
+    bool fresh = false;
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd tree, own_dir(fs, pub_fd, layout::kTree, layout::kTree, true, &fresh));
     const Manifest* prev = fresh ? nullptr : previous;
+    TreeDirs dirs(tree.get());
+    std::string name;
+
+    // Directories of the previous release that the tree no longer holds as directories: all
+    // below them is made again, as if they were new.
+    std::set<std::string, std::less<>> damaged;
+    auto in_damaged = [&](std::string_view path) {
+        if (damaged.empty()) return false;
+        for (std::size_t at = path.size(); at != std::string_view::npos; at = path.rfind('/', at - 1)) {
+            if (damaged.count(path.substr(0, at))) return true;
+            if (at == 0) break;
+        }
+        return false;
+    };
+    if (prev) {
+        for (const Entry& e : next.entries) {
+            if (e.type != EntryType::dir) continue;
+            const Entry* p = prev->find(e.path);
+            if (!p || p->type != EntryType::dir || in_damaged(e.path)) continue;
+            // Path order puts every parent before its children, and a directory of both
+            // releases has parents of both, so the components this follows were found to be
+            // directories just before. A stat only: nothing is written through this path.
+            struct stat st;
+            if (::fstatat(tree.get(), e.path.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
+                if (S_ISDIR(st.st_mode)) continue;
+                int dir = dirs.parent(e.path, name);
+                if (dir < 0) return errno_status("tree/" + quote_path(e.path));
+                SSYNC_RETURN_IF_ERROR(remove_tree(fs, dir, name, "tree/" + quote_path(e.path)));
+            } else if (errno != ENOENT) {
+                return errno_status("tree/" + quote_path(e.path));
+            }
+            damaged.insert(e.path);
+        }
+    }
 
     auto same = [](const Entry& a, const Entry& b) {
         return a.type == b.type && (a.type != EntryType::file || a.sha256 == b.sha256);
@@ -168,45 +304,66 @@ Status update_tree(FileSystem& fs, int pub_fd, const Manifest* previous, const M
             const Entry* n = next.find(it->path);
             if (n && same(*it, *n)) continue;
             if (n && n->type == EntryType::dir && it->type == EntryType::dir) continue;
-            SSYNC_RETURN_IF_ERROR(remove_tree(fs, tree.get(), it->path, "tree/" + it->path));
-        }
-    }
-    for (const Entry& e : next.entries) {
-        const Entry* p = prev ? prev->find(e.path) : nullptr;
-        if (p && same(*p, e) && e.type != EntryType::symlink) continue;
-        std::string display = "tree/" + quote_path(e.path);
-        if (e.type == EntryType::dir) {
-            if (fs.mkdirat(tree.get(), e.path.c_str(), 0755) != 0 && errno != EEXIST) {
+            if (in_damaged(it->path)) continue;  // went with the non-directory in its place
+            std::string display = "tree/" + quote_path(it->path);
+            int dir = dirs.parent(it->path, name);
+            if (dir < 0) {
+                // Not reachable through directories: nothing of ours is there. The symlink or
+                // file in the way is an entry above this one and goes when its turn comes.
+                if (errno == ENOENT || errno == ELOOP || errno == ENOTDIR) continue;
                 return errno_status(display);
             }
+            SSYNC_RETURN_IF_ERROR(remove_tree(fs, dir, name, display));
+        }
+    }
+    dirs.forget();
+    int tmp_dir = store.tmp_dir();
+    for (const Entry& e : next.entries) {
+        const Entry* p = prev ? prev->find(e.path) : nullptr;
+        if (p && in_damaged(e.path)) p = nullptr;
+        if (p && same(*p, e) && e.type != EntryType::symlink) continue;
+        if (e.type == EntryType::symlink) continue;  // never placed in the tree
+        std::string display = "tree/" + quote_path(e.path);
+        int dir = dirs.parent(e.path, name);
+        if (dir < 0) return errno_status(display);
+        if (e.type == EntryType::dir) {
+            if (fs.mkdirat(dir, name.c_str(), 0755) == 0) continue;
+            if (errno != EEXIST) return errno_status(display);
+            struct stat st;
+            if (::fstatat(dir, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno_status(display);
+            if (S_ISDIR(st.st_mode)) continue;
+            // A symlink or file where the release has a directory: removed, never followed.
+            SSYNC_RETURN_IF_ERROR(remove_tree(fs, dir, name, display));
+            if (fs.mkdirat(dir, name.c_str(), 0755) != 0) return errno_status(display);
         } else if (e.type == EntryType::file) {
-            std::string object = layout::object_path(e.sha256);
+            int objects = store.fan_out(e.sha256);
+            const char* object = e.sha256.c_str();
             // A fresh tree has nothing to replace: link straight into place.
-            if (!p && fs.linkat(pub_fd, object.c_str(), tree.get(), e.path.c_str()) == 0) continue;
-            // Link under a temporary name outside the tree, then rename into place.
-            std::string tmp = "objects/tmp/link-" + std::to_string(::getpid());
-            fs.unlinkat(pub_fd, tmp.c_str(), 0);
-            if (fs.linkat(pub_fd, object.c_str(), pub_fd, tmp.c_str()) != 0) {
+            if (!p && fs.linkat(objects, object, dir, name.c_str()) == 0) continue;
+            // Link under a temporary name outside the tree, then rename into place (a rename
+            // replaces a symlink in the way, it does not follow it).
+            std::string tmp = "link-" + std::to_string(::getpid());
+            fs.unlinkat(tmp_dir, tmp.c_str(), 0);
+            if (fs.linkat(objects, object, tmp_dir, tmp.c_str()) != 0) {
                 if (errno != EMLINK) return errno_status(display);
                 // Too many links to one object (thousands of identical files): a copy will do.
-                UniqueFd src(fs.openat(pub_fd, object.c_str(), O_RDONLY | O_NOFOLLOW, 0));
-                UniqueFd dst(fs.openat(pub_fd, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0444));
+                UniqueFd src(fs.openat(objects, object, O_RDONLY | O_NOFOLLOW, 0));
+                UniqueFd dst(fs.openat(tmp_dir, tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0444));
                 if (!src || !dst) return errno_status(display);
                 auto d = hash_fd(src.get(), display, [&](const char* data, std::size_t size) {
                     return write_all(fs, dst.get(), std::string_view(data, size), display);
                 });
                 if (!d) return d.status();
             }
-            if (fs.renameat2(pub_fd, tmp.c_str(), tree.get(), e.path.c_str(), 0) != 0) {
+            if (fs.renameat2(tmp_dir, tmp.c_str(), dir, name.c_str(), 0) != 0) {
                 int err = errno;
-                fs.unlinkat(pub_fd, tmp.c_str(), 0);
+                fs.unlinkat(tmp_dir, tmp.c_str(), 0);
                 return errno_status(display, err);
             }
         }
     }
     return Status::ok();
 }
-
 
 // A file the walk found, handed to the hashers before the walk is over.
 struct FoundFile {
@@ -290,8 +447,8 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
                                    const SignFunction& sign) {
     FileSystem& fs = options.fs ? *options.fs : system_fs();
     SSYNC_ASSIGN_OR_RETURN(UniqueFd pub_fd, open_dir_trusted(publication));
-    SSYNC_RETURN_IF_ERROR(make_dirs(fs, pub_fd.get(), layout::kSignerDir, 0700, layout::kSignerDir));
-    SSYNC_ASSIGN_OR_RETURN(UniqueFd signer_fd, open_dir_beneath(pub_fd.get(), layout::kSignerDir));
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd signer_fd,
+                           own_dir(fs, pub_fd.get(), layout::kSignerDir, layout::kSignerDir, false, nullptr, 0700));
     SSYNC_ASSIGN_OR_RETURN(FileLock lock, FileLock::acquire(signer_fd.get(), layout::kSignerLock,
                                                             publication + "/" + layout::kSignerDir));
 
@@ -557,17 +714,17 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     phases.sign = lap();
 
     std::string release = layout::release_dir(next.serial);
-    if (exists_at(pub_fd.get(), release)) {
+    std::string serial_name = std::to_string(next.serial);
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd releases_fd, own_dir(fs, pub_fd.get(), layout::kReleases, layout::kReleases, false));
+    if (exists_at(releases_fd.get(), serial_name)) {
         // Left by a run that failed before switching `latest`; never current, safe to replace.
-        SSYNC_RETURN_IF_ERROR(remove_tree(fs, pub_fd.get(), release, release));
+        SSYNC_RETURN_IF_ERROR(remove_tree(fs, releases_fd.get(), serial_name, release));
     }
-    SSYNC_RETURN_IF_ERROR(make_dirs(fs, pub_fd.get(), release, 0755, release));
-    SSYNC_ASSIGN_OR_RETURN(UniqueFd release_fd, open_dir_beneath(pub_fd.get(), release));
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd release_fd, own_dir(fs, releases_fd.get(), serial_name.c_str(), release, false));
     SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, release_fd.get(), layout::kManifest, bytes, 0644,
                                             release + "/" + layout::kManifest));
     SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, release_fd.get(), layout::kSignature, signature,
                                             0644, release + "/" + layout::kSignature));
-    SSYNC_ASSIGN_OR_RETURN(UniqueFd releases_fd, open_dir_beneath(pub_fd.get(), layout::kReleases));
     SSYNC_RETURN_IF_ERROR(sync_dir(fs, releases_fd.get(), layout::kReleases));
     // The switch: from here on, readers that follow `latest` get the new release.
     SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, pub_fd.get(), layout::kLatest,
@@ -577,7 +734,7 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
         SSYNC_RETURN_IF_ERROR(replace_with_link(fs, release_fd.get(), name, pub_fd.get(), name));
     }
     SSYNC_RETURN_IF_ERROR(sync_dir(fs, pub_fd.get(), publication));
-    SSYNC_RETURN_IF_ERROR(update_tree(fs, pub_fd.get(), previous ? &*previous : nullptr, next));
+    SSYNC_RETURN_IF_ERROR(update_tree(fs, pub_fd.get(), store, previous ? &*previous : nullptr, next));
     cache_written.wait();
 
     phases.write = lap();

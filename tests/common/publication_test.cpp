@@ -311,6 +311,88 @@ TEST_SUITE("Publication") {
         CHECK(r->stats.bytes_hashed == 2 * 11 + 20);
     }
 
+    // Found by an adversarial test run: tree/sub replaced by a symlink to a directory outside
+    // the publication made the next sign link its new file out there.
+    TEST_CASE("a symlink planted in tree/ is removed, never written or removed through") {
+        test::TempDir src, pub, outside;
+        test::write_file(src / "sub/b", "b");
+        test::write_file(src / "sub/gone", "gone");
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        test::write_file(outside / "b", "outsider's b");
+        test::write_file(outside / "gone", "outsider's gone");
+        REQUIRE(test::run({"rm", "-r", pub / "tree/sub"}).exit_status == 0);
+        REQUIRE(::symlink(outside.path().c_str(), (pub / "tree/sub").c_str()) == 0);
+        REQUIRE(::unlink((src / "sub/gone").c_str()) == 0);
+        test::write_file(src / "sub/new", "new");
+        auto r = publish(src.path(), pub.path(), options(), fake_sign);
+        REQUIRE_MESSAGE(r.is_ok(), r.status().message());
+        CHECK_FALSE(test::exists(outside / "new"));
+        CHECK(test::read_file(outside / "gone") == "outsider's gone");
+        CHECK(test::read_file(outside / "b") == "outsider's b");
+        // The tree is whole again: a directory holding the release's files.
+        struct stat st;
+        REQUIRE(::lstat((pub / "tree/sub").c_str(), &st) == 0);
+        CHECK(S_ISDIR(st.st_mode));
+        CHECK(test::read_file(pub / "tree/sub/b") == "b");
+        CHECK(test::read_file(pub / "tree/sub/new") == "new");
+        CHECK_FALSE(test::exists(pub / "tree/sub/gone"));
+
+        // tree/ itself as a symlink: made afresh beside it.
+        REQUIRE(test::run({"rm", "-r", pub / "tree"}).exit_status == 0);
+        REQUIRE(::symlink(outside.path().c_str(), (pub / "tree").c_str()) == 0);
+        test::write_file(src / "sub/newer", "newer");
+        r = publish(src.path(), pub.path(), options(), fake_sign);
+        REQUIRE_MESSAGE(r.is_ok(), r.status().message());
+        CHECK_FALSE(test::exists(outside / "sub"));
+        CHECK_FALSE(test::exists(outside / "new"));
+        REQUIRE(::lstat((pub / "tree").c_str(), &st) == 0);
+        CHECK(S_ISDIR(st.st_mode));
+        CHECK(test::read_file(pub / "tree/sub/newer") == "newer");
+        CHECK(test::read_file(pub / "tree/sub/b") == "b");
+    }
+
+    TEST_CASE("a symlink planted as an object fan-out directory is removed, never written through") {
+        test::TempDir src, pub, outside;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        std::string content = "content for a planted fan-out";
+        std::string h = sha256_hex(content);
+        std::string fan = pub / ("objects/" + h.substr(0, 2));
+        REQUIRE(test::run({"rm", "-r", fan}).exit_status == 0);
+        REQUIRE(::symlink(outside.path().c_str(), fan.c_str()) == 0);
+        test::write_file(src / "planted", content);
+        auto r = publish(src.path(), pub.path(), options(), fake_sign);
+        REQUIRE_MESSAGE(r.is_ok(), r.status().message());
+        CHECK(test::run({"find", outside.path(), "-mindepth", "1"}).out.empty());
+        struct stat st;
+        REQUIRE(::lstat(fan.c_str(), &st) == 0);
+        CHECK(S_ISDIR(st.st_mode));
+        CHECK(test::read_file(pub / layout::object_path(h)) == content);
+        CHECK(inode(pub / "tree/planted") == inode(pub / layout::object_path(h)));
+    }
+
+    TEST_CASE("objects/, releases/ or .ssync-signer/ as a symlink is refused by name, nothing written through it") {
+        for (std::string dir : {"objects", "releases", ".ssync-signer"}) {
+            CAPTURE(dir);
+            test::TempDir src, pub, outside;
+            make_source(src.path());
+            REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+            // The real directory moved away, a symlink to it in its place: an administrator's
+            // arrangement ssync does not undo, and does not write through either.
+            REQUIRE(::rename((pub / dir).c_str(), (outside / dir).c_str()) == 0);
+            REQUIRE(::symlink((outside / dir).c_str(), (pub / dir).c_str()) == 0);
+            std::string before = test::run({"find", outside.path(), "-printf", "%P %s\\n"}).out;
+            test::write_file(src / "new", "something new");
+            auto r = publish(src.path(), pub.path(), options(), fake_sign);
+            REQUIRE_FALSE(r.is_ok());
+            CHECK(r.status().code() == Code::io);
+            CHECK(r.status().message() ==
+                  dir + ": not a directory (a symlink or file is in the way); ssync neither follows nor removes it");
+            CHECK(test::run({"find", outside.path(), "-printf", "%P %s\\n"}).out == before);
+            CHECK(test::read_file(pub / "latest") == "1\n");
+        }
+    }
+
     TEST_CASE("the publication cannot be the source") {
         test::TempDir src;
         make_source(src.path());

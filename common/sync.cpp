@@ -214,6 +214,10 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
     };
     Status staged = installer.stage(plan, *transport, content, download_options, &report.phases.flush);
     progress.finish();
+    if (!staged && staged.code() == Code::transport && staged.message().rfind(transport->describe(), 0) != 0) {
+        // "objects/f7/...: SHA-256 ... does not match": say which publication served it.
+        return staged.with_context(transport->describe());
+    }
     SSYNC_RETURN_IF_ERROR(staged);
     report.files_fetched = files_fetched;
     report.bytes_fetched += bytes_fetched;

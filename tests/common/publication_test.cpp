@@ -294,6 +294,41 @@ TEST_SUITE("Publication") {
         CHECK(r->stats.files_cached == 2);
     }
 
+    // Found by an adversarial test run: the previous release's digest list was taken as proof
+    // that its objects exist, so an object removed from objects/ was never stored again.
+    TEST_CASE("an object missing from objects/ is stored again, with or without --rehash") {
+        for (bool rehash : {false, true}) {
+            CAPTURE(rehash);
+            test::TempDir src, pub, outside;
+            make_source(src.path());
+            REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+            std::string object = pub / layout::object_path(sha256_hex("<h1>hi</h1>"));
+            REQUIRE(::unlink(object.c_str()) == 0);
+            PublishOptions o = options();
+            o.rehash = rehash;
+            auto r = publish(src.path(), pub.path(), o, fake_sign);
+            REQUIRE_MESSAGE(r.is_ok(), r.status().message());
+            CHECK(r->stats.objects_stored == 1);
+            CHECK(test::read_file(object) == "<h1>hi</h1>");
+            // A symlink under the object's name is not the object: replaced, not followed.
+            REQUIRE(::unlink(object.c_str()) == 0);
+            test::write_file(outside / "elsewhere", "not the content");
+            REQUIRE(::symlink((outside / "elsewhere").c_str(), object.c_str()) == 0);
+            r = publish(src.path(), pub.path(), o, fake_sign);
+            REQUIRE_MESSAGE(r.is_ok(), r.status().message());
+            CHECK(r->stats.objects_stored == 1);
+            struct stat st;
+            REQUIRE(::lstat(object.c_str(), &st) == 0);
+            CHECK(S_ISREG(st.st_mode));
+            CHECK(test::read_file(object) == "<h1>hi</h1>");
+            CHECK(test::read_file(outside / "elsewhere") == "not the content");
+            // And nothing is stored when everything is there.
+            r = publish(src.path(), pub.path(), o, fake_sign);
+            REQUIRE(r.is_ok());
+            CHECK(r->stats.objects_stored == 0);
+        }
+    }
+
     TEST_CASE("--rehash publishes each file's size and time as read, and counts its bytes") {
         test::TempDir src, pub;
         make_source(src.path());

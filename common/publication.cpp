@@ -59,6 +59,13 @@ bool exists_at(int dirfd, const std::string& path) {
     return ::fstatat(dirfd, path.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0;
 }
 
+// The refusal of a symlink or file where the publication has a directory ssync does not
+// replace on its own.
+Status not_a_directory(const std::string& display) {
+    return Status(Code::io, display + ": not a directory (a symlink or file is in the way); " +
+                                "ssync neither follows nor removes it");
+}
+
 // Makes sure `name` in `parent` is a directory of ssync's own and opens it, never following a
 // symlink: a symlink planted there would otherwise carry every later write out of the
 // publication. With `replace` (tree/ and the objects' fan-out and work directories, which only
@@ -73,10 +80,7 @@ Result<UniqueFd> own_dir(FileSystem& fs, int parent, const char* name, const std
     if (!fd) {
         int e = errno;
         if (e != ELOOP && e != ENOTDIR) return errno_status(display, e);
-        if (!replace) {
-            return Status(Code::io, display + ": not a directory (a symlink or file is in the way); " +
-                                        "ssync neither follows nor removes it");
-        }
+        if (!replace) return not_a_directory(display);
         // unlinkat removes the symlink itself, never what it points to.
         if (fs.unlinkat(parent, name, 0) != 0) return errno_status(display);
         if (fs.mkdirat(parent, name, mode) != 0) return errno_status(display);
@@ -283,12 +287,103 @@ Status replace_with_link(FileSystem& fs, int from_dir, const char* from_name, in
     return Status::ok();
 }
 
-Result<std::optional<Manifest>> load_previous(int pub_fd) {
-    SSYNC_ASSIGN_OR_RETURN(auto bytes, read_current_manifest(pub_fd));
-    if (!bytes) return std::optional<Manifest>();
-    auto m = parse_manifest(*bytes);
-    if (!m) return m.status().with_context("previous manifest.json in the publication");
-    return std::optional<Manifest>(std::move(m).value());
+// What the publication held when this run began, read beside the walk.
+struct Before {
+    // The current release: the one `latest` names (releases/N/manifest.json is the release
+    // itself), or without that the top-level manifest.json. Its name must match the new one;
+    // files of the same path and size are probably unchanged.
+    std::optional<Manifest> current;
+    // What tree/ was last brought to: the top-level manifest.json, switched just before tree/
+    // is updated. Usually the same file as `current`; an older release after a run that failed
+    // between `latest` and the top-level pair; none when it was removed.
+    std::optional<Manifest> tree_only;  // when it is another file than `current`'s
+    bool tree_is_current = false;
+    // The highest serial the publication has published or started: `latest`, every
+    // releases/N, and the manifests above. The next release must be above it, so that no
+    // serial a mirror may have applied is ever signed again with other bytes.
+    std::uint64_t highest = 0;
+
+    const Manifest* tree_basis() const {
+        if (tree_is_current) return current ? &*current : nullptr;
+        return tree_only ? &*tree_only : nullptr;
+    }
+};
+
+Result<Manifest> read_manifest_at(int dirfd, const char* name, const std::string& display) {
+    SSYNC_ASSIGN_OR_RETURN(std::string bytes, read_file_bounded(dirfd, name, ManifestLimits{}.max_bytes, display));
+    auto m = parse_manifest(bytes);
+    if (!m) return m.status().with_context(display);
+    return std::move(m).value();
+}
+
+Result<Before> read_before(int pub_fd) {
+    Before b;
+    std::optional<std::uint64_t> latest;
+    struct stat st;
+    if (::fstatat(pub_fd, layout::kLatest, &st, AT_SYMLINK_NOFOLLOW) == 0) {
+        SSYNC_ASSIGN_OR_RETURN(std::string text, read_file_prefix(pub_fd, layout::kLatest, 64, layout::kLatest));
+        // Anything but a serial is a damaged unsigned hint, which this run replaces.
+        latest = layout::parse_serial(text);
+        if (latest) b.highest = *latest;
+    } else if (errno != ENOENT) {
+        return errno_status(layout::kLatest);
+    }
+
+    UniqueFd releases(::openat(pub_fd, layout::kReleases, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!releases) {
+        if (errno == ELOOP || errno == ENOTDIR) return not_a_directory(layout::kReleases);
+        if (errno != ENOENT) return errno_status(layout::kReleases);
+    } else {
+        // Every name that is a serial, whatever it is: a release a failed run left above
+        // `latest` (never published, but the serial is not reused either) or something in
+        // the way of that name.
+        SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> names, list_dir(releases.get(), layout::kReleases));
+        for (const DirChild& c : names) {
+            auto serial = layout::parse_serial(c.name);
+            if (serial && std::to_string(*serial) == c.name) b.highest = std::max(b.highest, *serial);
+        }
+    }
+
+    struct stat current_st {};
+    if (latest && releases) {
+        std::string name = std::to_string(*latest);
+        std::string display = layout::release_dir(*latest) + "/" + layout::kManifest;
+        UniqueFd release(::openat(releases.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+        if (!release) {
+            if (errno == ELOOP || errno == ENOTDIR) return not_a_directory(layout::release_dir(*latest));
+            if (errno != ENOENT) return errno_status(layout::release_dir(*latest));
+        } else if (::fstatat(release.get(), layout::kManifest, &current_st, AT_SYMLINK_NOFOLLOW) == 0) {
+            SSYNC_ASSIGN_OR_RETURN(Manifest m, read_manifest_at(release.get(), layout::kManifest, display));
+            if (m.serial != *latest) {
+                return Status(Code::bad_manifest, display + ": holds serial " + std::to_string(m.serial) +
+                                                      ", but latest names " + std::to_string(*latest));
+            }
+            b.current = std::move(m);
+        } else if (errno != ENOENT) {
+            return errno_status(display);
+        }
+    }
+
+    struct stat top_st;
+    if (::fstatat(pub_fd, layout::kManifest, &top_st, AT_SYMLINK_NOFOLLOW) == 0) {
+        if (b.current && top_st.st_dev == current_st.st_dev && top_st.st_ino == current_st.st_ino) {
+            b.tree_is_current = true;  // the usual case: a second name of the release's file
+        } else {
+            SSYNC_ASSIGN_OR_RETURN(Manifest m, read_manifest_at(pub_fd, layout::kManifest,
+                                                                "previous manifest.json in the publication"));
+            if (b.current) {
+                b.tree_only = std::move(m);
+            } else {
+                b.current = std::move(m);
+                b.tree_is_current = true;
+            }
+        }
+    } else if (errno != ENOENT) {
+        return errno_status(layout::kManifest);
+    }
+    if (b.current) b.highest = std::max(b.highest, b.current->serial);
+    if (b.tree_only) b.highest = std::max(b.highest, b.tree_only->serial);
+    return b;
 }
 
 // Directories of tree/ opened by path without following any symlink (openat2
@@ -543,7 +638,7 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     // once the walk is over; it is parsed meanwhile.
     std::shared_future<StatCache> cache_future =
         std::async(std::launch::async, [&] { return StatCache::load(signer_fd.get(), kCacheFile); }).share();
-    auto previous_future = std::async(std::launch::async, [&] { return load_previous(pub_fd.get()); });
+    auto previous_future = std::async(std::launch::async, [&] { return read_before(pub_fd.get()); });
     auto objects_future = std::async(std::launch::async, [&] { return ObjectSet::list(pub_fd.get()); });
 
     auto preflight_failed = [&]() -> std::optional<Status> {
@@ -647,7 +742,8 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
                                         std::to_string(kMaxPathBytes) + " bytes, more than a manifest may hold");
         }
     }
-    SSYNC_ASSIGN_OR_RETURN(std::optional<Manifest> previous, previous_future.get());
+    SSYNC_ASSIGN_OR_RETURN(Before before, previous_future.get());
+    std::optional<Manifest>& previous = before.current;
     if (auto failed = preflight_failed()) return *failed;
     SSYNC_RETURN_IF_ERROR(early_status);
     Manifest next;
@@ -660,11 +756,20 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
         }
     }
     if (next.name.empty()) return Status(Code::usage, "--name is required for a new publication");
-    next.serial = options.serial ? *options.serial : (previous ? previous->serial + 1 : 1);
-    if (previous && next.serial <= previous->serial) {
-        return Status(Code::bad_manifest, "--serial " + std::to_string(next.serial) +
-                                              ": must be greater than the current serial " +
-                                              std::to_string(previous->serial));
+    if (!options.serial && before.highest == UINT64_MAX) {
+        return Status(Code::bad_manifest, "the publication has used the largest serial there is");
+    }
+    next.serial = options.serial ? *options.serial : before.highest + 1;
+    if (next.serial <= before.highest) {
+        if (previous && previous->serial == before.highest) {
+            return Status(Code::bad_manifest, "--serial " + std::to_string(next.serial) +
+                                                  ": must be greater than the current serial " +
+                                                  std::to_string(previous->serial));
+        }
+        return Status(Code::bad_manifest, "--serial " + std::to_string(next.serial) + ": must be greater than " +
+                                              std::to_string(before.highest) +
+                                              ", the highest serial the publication has published or started "
+                                              "(in latest or releases/)");
     }
     next.created = options.now;
     next.expires = options.now + options.valid_for;
@@ -785,11 +890,14 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     std::string release = layout::release_dir(next.serial);
     std::string serial_name = std::to_string(next.serial);
     SSYNC_ASSIGN_OR_RETURN(UniqueFd releases_fd, own_dir(fs, pub_fd.get(), layout::kReleases, layout::kReleases, false));
-    if (exists_at(releases_fd.get(), serial_name)) {
-        // Left by a run that failed before switching `latest`; never current, safe to replace.
-        SSYNC_RETURN_IF_ERROR(remove_tree(fs, releases_fd.get(), serial_name, release));
+    // The serial is above every name in releases/ (read_before), so this is a new directory;
+    // sign never removes or rewrites a release, above all not the one `latest` names.
+    if (fs.mkdirat(releases_fd.get(), serial_name.c_str(), 0755) != 0) {
+        if (errno == EEXIST) return Status(Code::bad_manifest, release + ": exists already; a release is never rewritten");
+        return errno_status(release);
     }
-    SSYNC_ASSIGN_OR_RETURN(UniqueFd release_fd, own_dir(fs, releases_fd.get(), serial_name.c_str(), release, false));
+    UniqueFd release_fd(fs.openat(releases_fd.get(), serial_name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0));
+    if (!release_fd) return errno_status(release);
     SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, release_fd.get(), layout::kManifest, bytes, 0644,
                                             release + "/" + layout::kManifest));
     SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, release_fd.get(), layout::kSignature, signature,
@@ -803,7 +911,7 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
         SSYNC_RETURN_IF_ERROR(replace_with_link(fs, release_fd.get(), name, pub_fd.get(), name));
     }
     SSYNC_RETURN_IF_ERROR(sync_dir(fs, pub_fd.get(), publication));
-    SSYNC_RETURN_IF_ERROR(update_tree(fs, pub_fd.get(), store, previous ? &*previous : nullptr, next));
+    SSYNC_RETURN_IF_ERROR(update_tree(fs, pub_fd.get(), store, before.tree_basis(), next));
     cache_written.wait();
 
     phases.write = lap();

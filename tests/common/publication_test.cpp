@@ -125,6 +125,83 @@ TEST_SUITE("Publication") {
         CHECK(explicit_serial->manifest.serial == 40);
     }
 
+    // Found by an adversarial test run: a sign that failed after switching `latest` to N left
+    // the top-level manifest at N-1, and the next sign computed N again and rewrote
+    // releases/N, which mirrors may already have applied.
+    TEST_CASE("after a run that failed past its switch the next serial is above it, its release untouched") {
+        test::TempDir src, pub;
+        test::write_file(src / "index.html", "v1");
+        REQUIRE(publish(src.path(), pub.path(), options(1700000001), fake_sign).is_ok());
+        test::write_file(src / "index.html", "version 2");
+        // The top-level signature cannot be replaced: the run fails after `latest` says 2.
+        REQUIRE(::unlink((pub / "manifest.json.asc").c_str()) == 0);
+        REQUIRE(::mkdir((pub / "manifest.json.asc").c_str(), 0755) == 0);
+        REQUIRE_FALSE(publish(src.path(), pub.path(), options(1700000002), fake_sign).is_ok());
+        REQUIRE(test::read_file(pub / "latest") == "2\n");
+        std::string release2 = test::read_file(pub / "releases/2/manifest.json");
+        auto again = publish(src.path(), pub.path(), options(1700000003), fake_sign);
+        REQUIRE_FALSE(again.is_ok());
+        CHECK(test::read_file(pub / "latest") == "3\n");
+        CHECK(test::read_file(pub / "releases/2/manifest.json") == release2);
+        REQUIRE(::rmdir((pub / "manifest.json.asc").c_str()) == 0);
+        auto ok = publish(src.path(), pub.path(), options(1700000004), fake_sign);
+        REQUIRE_MESSAGE(ok.is_ok(), ok.status().message());
+        CHECK(ok->manifest.serial == 4);
+        CHECK(test::read_file(pub / "latest") == "4\n");
+        CHECK(test::read_file(pub / "releases/2/manifest.json") == release2);
+        // tree/ was still at release 1 (updated after the top-level pair): it catches up,
+        // though index.html is the same in releases 2, 3 and 4.
+        CHECK(test::read_file(pub / "tree/index.html") == "version 2");
+        CHECK(test::read_file(pub / "manifest.json") == test::read_file(pub / "releases/4/manifest.json"));
+    }
+
+    TEST_CASE("without the top-level pair the serial still comes from latest and releases/, never back") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub.path(), options(1700000001), fake_sign).is_ok());
+        REQUIRE(publish(src.path(), pub.path(), options(1700000002), fake_sign).is_ok());
+        std::string release1 = test::read_file(pub / "releases/1/manifest.json");
+        std::string release2 = test::read_file(pub / "releases/2/manifest.json");
+        auto drop_pair = [&] {
+            REQUIRE(::unlink((pub / "manifest.json").c_str()) == 0);
+            REQUIRE(::unlink((pub / "manifest.json.asc").c_str()) == 0);
+        };
+        drop_pair();
+        // The name is checked against the release `latest` names.
+        PublishOptions other = options(1700000003);
+        other.name = "other";
+        auto renamed = publish(src.path(), pub.path(), other, fake_sign);
+        CHECK(renamed.status().code() == Code::usage);
+        auto r = publish(src.path(), pub.path(), options(1700000003), fake_sign);
+        REQUIRE_MESSAGE(r.is_ok(), r.status().message());
+        CHECK(r->manifest.serial == 3);
+        CHECK(test::read_file(pub / "latest") == "3\n");
+        CHECK(test::read_file(pub / "releases/1/manifest.json") == release1);
+        CHECK(test::read_file(pub / "releases/2/manifest.json") == release2);
+        CHECK(test::read_file(pub / "tree/index.html") == "<h1>hi</h1>");
+
+        // A release directory above `latest` (a run that failed before its switch) is not
+        // reused either, and --serial must be above it too.
+        test::make_dirs(pub / "releases/7");
+        test::write_file(pub / "releases/7/manifest.json", "half-written");
+        PublishOptions low = options(1700000004);
+        low.serial = 6;
+        auto refused = publish(src.path(), pub.path(), low, fake_sign);
+        REQUIRE_FALSE(refused.is_ok());
+        CHECK(refused.status().code() == Code::bad_manifest);
+        CHECK(refused.status().message() ==
+              "--serial 6: must be greater than 7, the highest serial the publication has published or started "
+              "(in latest or releases/)");
+        CHECK(test::read_file(pub / "latest") == "3\n");
+        drop_pair();
+        REQUIRE(::unlink((pub / "latest").c_str()) == 0);
+        auto next = publish(src.path(), pub.path(), options(1700000005), fake_sign);
+        REQUIRE_MESSAGE(next.is_ok(), next.status().message());
+        CHECK(next->manifest.serial == 8);
+        CHECK(test::read_file(pub / "releases/7/manifest.json") == "half-written");
+        CHECK(test::read_file(pub / "latest") == "8\n");
+    }
+
     TEST_CASE("re-signing reuses hashes, a changed file is rehashed, --rehash hashes all") {
         test::TempDir src, pub;
         make_source(src.path());

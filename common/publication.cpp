@@ -66,6 +66,21 @@ Status not_a_directory(const std::string& display) {
                                 "ssync neither follows nor removes it");
 }
 
+// Fails when the open file changed after `at_open` was taken (fstat at open): a write in
+// place while it was read moves its size, mtime or ctime, and what was read may then be a mix
+// of old and new bytes, which must not be signed. (A write within the same clock tick as the
+// file's last change and of the same size goes unseen, as it does for the stat cache.)
+Status unchanged_since_open(int fd, const struct stat& at_open, const std::string& display) {
+    struct stat now;
+    if (::fstat(fd, &now) != 0) return errno_status(display);
+    if (now.st_size != at_open.st_size || now.st_mtim.tv_sec != at_open.st_mtim.tv_sec ||
+        now.st_mtim.tv_nsec != at_open.st_mtim.tv_nsec || now.st_ctim.tv_sec != at_open.st_ctim.tv_sec ||
+        now.st_ctim.tv_nsec != at_open.st_ctim.tv_nsec) {
+        return Status(Code::io, display + ": changed while it was being published; run again");
+    }
+    return Status::ok();
+}
+
 // Makes sure `name` in `parent` is a directory of ssync's own and opens it, never following a
 // symlink: a symlink planted there would otherwise carry every later write out of the
 // publication. With `replace` (tree/ and the objects' fan-out and work directories, which only
@@ -208,9 +223,9 @@ public:
 
     // Reads `src_fd` to the end (or `stop_at` bytes: see hash_fd), hashing it and writing it
     // to a temporary object, then files it under its digest. When `expect` is set the digest
-    // must equal it.
+    // must equal it. `at_open` is the file's fstat at open: a file changed since is not stored.
     Result<FileDigest> store(int src_fd, const std::string& display, const std::string* expect,
-                             std::uint64_t stop_at = UINT64_MAX) {
+                             const struct stat& at_open, std::uint64_t stop_at = UINT64_MAX) {
         std::string tmp = "t" + std::to_string(::getpid()) + "-" + std::to_string(counter_++);
         UniqueFd out(fs_.openat(tmp_fd_.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0444));
         if (!out) return errno_status("objects/tmp/" + tmp);
@@ -228,6 +243,10 @@ public:
         if (expect && digest->sha256 != *expect) {
             cleanup();
             return Status(Code::io, display + ": changed while it was being published; run again");
+        }
+        if (Status same = unchanged_since_open(src_fd, at_open, display); !same) {
+            cleanup();
+            return same;
         }
         out.reset();
         std::string final_path = layout::object_path(digest->sha256);
@@ -687,6 +706,7 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
             struct stat now;
             SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_found(f.path, display, f.stat.ino, now));
             SSYNC_ASSIGN_OR_RETURN(FileDigest digest, hash_fd(fd.get(), display, {}, size_at_open(now)));
+            SSYNC_RETURN_IF_ERROR(unchanged_since_open(fd.get(), now, display));
             o.kind = Outcome::hashed;
             o.sha256 = std::move(digest.sha256);
             o.set_stat(now, digest.size);
@@ -833,12 +853,13 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
             // Probably unchanged (no stat cache told us so): hash without writing, and store
             // only if the object is new.
             SSYNC_ASSIGN_OR_RETURN(digest, hash_fd(fd.get(), display, {}, size_at_open(now)));
+            SSYNC_RETURN_IF_ERROR(unchanged_since_open(fd.get(), now, display));
             if (!held(digest.sha256)) {
                 if (::lseek(fd.get(), 0, SEEK_SET) != 0) return errno_status(display);
-                SSYNC_ASSIGN_OR_RETURN(digest, store.store(fd.get(), display, &digest.sha256, digest.size));
+                SSYNC_ASSIGN_OR_RETURN(digest, store.store(fd.get(), display, &digest.sha256, now, digest.size));
             }
         } else {
-            SSYNC_ASSIGN_OR_RETURN(digest, store.store(fd.get(), display, nullptr, size_at_open(now)));
+            SSYNC_ASSIGN_OR_RETURN(digest, store.store(fd.get(), display, nullptr, now, size_at_open(now)));
         }
         e.sha256 = std::move(digest.sha256);
         Outcome::from_stat(now, digest.size).apply_stat(se);

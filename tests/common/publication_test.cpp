@@ -31,6 +31,28 @@ void make_source(const std::string& src) {
     REQUIRE(::symlink("index.html", (src + "/home.html").c_str()) == 0);
 }
 
+// Rewrites the end of a source file in place on the first write into the publication (the
+// first chunk of the file's object): the file changes while it is being read.
+class EditDuringStore : public FileSystem {
+public:
+    explicit EditDuringStore(std::string path) : path_(std::move(path)) {}
+    ssize_t write(int fd, const void* buf, size_t count) override {
+        if (!done_) {
+            done_ = true;
+            UniqueFd src(::open(path_.c_str(), O_WRONLY | O_CLOEXEC));
+            struct stat st;
+            REQUIRE(src);
+            REQUIRE(::fstat(src.get(), &st) == 0);
+            REQUIRE(::pwrite(src.get(), "B", 1, st.st_size - 1) == 1);
+        }
+        return FileSystem::write(fd, buf, count);
+    }
+
+private:
+    std::string path_;
+    bool done_ = false;
+};
+
 ino_t inode(const std::string& path) {
     struct stat st;
     REQUIRE(::lstat(path.c_str(), &st) == 0);
@@ -503,6 +525,36 @@ TEST_SUITE("Publication") {
             CHECK(test::run({"find", outside.path(), "-printf", "%P %s\\n"}).out == before);
             CHECK(test::read_file(pub / "latest") == "1\n");
         }
+    }
+
+    // Found by an adversarial test run: a file rewritten in place while it was hashed was
+    // signed with the digest of whatever mix of old and new bytes was read.
+    TEST_CASE("a file rewritten in place while it is read fails the run, publishing nothing") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        std::string objects_before = test::run({"find", pub / "objects", "-type", "f"}).out;
+        // Several chunks, so the edit lands while the file is being read; an old mtime, so
+        // the edit moves it even within one tick of the clock.
+        test::write_file(src / "big", std::string(1 << 20, 'a'));
+        struct timespec old_times[2] = {{1600000000, 0}, {1600000000, 0}};
+        REQUIRE(::utimensat(AT_FDCWD, (src / "big").c_str(), old_times, 0) == 0);
+        EditDuringStore fs(src / "big");
+        PublishOptions o = options();
+        o.fs = &fs;
+        o.threads = 1;
+        auto r = publish(src.path(), pub.path(), o, fake_sign);
+        REQUIRE_FALSE(r.is_ok());
+        CHECK(r.status().code() == Code::io);
+        CHECK(r.status().message() == "big: changed while it was being published; run again");
+        CHECK(test::read_file(pub / "latest") == "1\n");
+        CHECK_FALSE(test::exists(pub / "releases/2"));
+        CHECK_FALSE(test::exists(pub / "tree/big"));
+        CHECK(test::run({"find", pub / "objects", "-type", "f"}).out == objects_before);
+        // Run again, as the message says: the file as it is now.
+        auto again = publish(src.path(), pub.path(), options(), fake_sign);
+        REQUIRE_MESSAGE(again.is_ok(), again.status().message());
+        CHECK(again->manifest.find("big")->sha256 == sha256_hex(std::string((1 << 20) - 1, 'a') + "B"));
     }
 
     TEST_CASE("the publication cannot be the source") {

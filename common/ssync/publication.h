@@ -48,7 +48,9 @@ using SignFunction = std::function<Result<std::string>(std::string_view manifest
 
 struct PublishOptions {
     std::string name;                      // empty: the previous manifest's name
-    std::optional<std::uint64_t> serial;   // empty: previous + 1, or 1
+    // Empty: one above the highest serial the publication has published or started (`latest`,
+    // every releases/N, the manifests), or 1. Given, it must be above that too.
+    std::optional<std::uint64_t> serial;
     std::int64_t now = 0;                  // "created"
     std::int64_t valid_for = 7 * 86400;    // expires = now + valid_for
     bool rehash = false;                   // ignore the stat cache
@@ -90,8 +92,11 @@ struct PublishResult {
 // it current. The new release becomes visible only after all of its content is durable
 // (syncfs) and its signature is written; readers that follow `latest` see the old release or
 // the new one, never a mix. On error the current release stays as it was. Errors name the
-// path: io for the file system, bad_manifest for an inconsistent previous publication or a
-// serial that does not increase, whatever sign() returns for signing problems.
+// path: io for the file system (also a source file that changes while it is read, and a
+// symlink or file where objects/, releases/ or .ssync-signer/ should be a directory),
+// bad_manifest for an inconsistent previous publication or a serial that does not increase,
+// whatever sign() returns for signing problems. Nothing is written outside `publication`: no
+// symlink below it is followed.
 Result<PublishResult> publish(const std::string& source, const std::string& publication,
                               const PublishOptions& options, const SignFunction& sign);
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <iostream>
+#include <nlohmann/json.hpp>
 
 #include "ssync/manifest.h"
 
@@ -10,6 +11,8 @@ namespace ssync::cli {
 
 namespace {
 std::string g_program = "ssync";
+// Whether report_error also answers on stdout in JSON: set once the verb's --json is known.
+bool g_json = false;
 
 std::size_t edit_distance(const std::string& a, const std::string& b) {
     std::vector<std::size_t> prev(b.size() + 1), cur(b.size() + 1);
@@ -104,14 +107,29 @@ Result<Args> parse(const Command& command, const std::vector<std::string>& words
 }
 
 int report_error(const Status& status) {
+    if (g_json) {
+        nlohmann::json j = {{"ok", false},
+                            {"error", {{"code", code_name(status.code())}, {"message", status.message()}}}};
+        // A message quotes paths and gpg's text, which need not be UTF-8: replaced, not thrown.
+        std::printf("%s\n", j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace).c_str());
+    }
     std::fprintf(stderr, "%s: error: %s\n", g_program.c_str(), status.message().c_str());
     return exit_code(status.code());
 }
 
-int main(const std::string& program, const std::string& summary, const std::vector<Command>& commands,
-         int argc, char** argv) {
-    g_program = program;
-    std::vector<std::string> words(argv + 1, argv + argc);
+namespace {
+
+// Whether `words` hold --json as an option (before a "--" that ends the options).
+bool asks_for_json(const std::vector<std::string>& words) {
+    for (const std::string& w : words) {
+        if (w == "--") return false;
+        if (w == "--json") return true;
+    }
+    return false;
+}
+
+int dispatch(const std::string& program, const std::string& summary, const std::vector<Command>& commands,
+             const std::vector<std::string>& words) {
     if (words.empty() || words[0] == "--help" || words[0] == "-h" || words[0] == "help") {
         if (words.size() >= 2 && words[0] == "help") {
             for (const auto& c : commands)
@@ -142,6 +160,7 @@ int main(const std::string& program, const std::string& summary, const std::vect
         }
         if (!suggestion.empty()) message += "; did you mean '" + suggestion + "'?";
         else message += " (see " + program + " --help)";
+        g_json = asks_for_json(words);
         return report_error(Status(Code::usage, message));
     }
     g_program = program + " " + it->verb;
@@ -152,8 +171,25 @@ int main(const std::string& program, const std::string& summary, const std::vect
         return 0;
     }
     auto args = parse(*it, rest);
-    if (!args) return report_error(args.status());
+    if (!args) {
+        // A script that asked for JSON gets it for a command line that did not parse too, as
+        // long as the verb has --json at all (export does not).
+        bool has_json = std::any_of(it->options.begin(), it->options.end(),
+                                    [](const OptionSpec& o) { return o.name == "json"; });
+        g_json = has_json && asks_for_json(rest);
+        return report_error(args.status());
+    }
+    g_json = args->has("json");
     return it->run(*args);
+}
+
+}  // namespace
+
+int main(const std::string& program, const std::string& summary, const std::vector<Command>& commands,
+         int argc, char** argv) {
+    g_program = program;
+    std::vector<std::string> words(argv + 1, argv + argc);
+    return dispatch(program, summary, commands, words);
 }
 
 Result<long long> parse_duration(const std::string& text, const std::string& option) {

@@ -48,7 +48,10 @@ Result<Args> parse(const Command& command, const std::vector<std::string>& words
 int main(const std::string& program, const std::string& summary, const std::vector<Command>& commands,
          int argc, char** argv);
 
-// Prints "<program>: error: <message>" on one line to stderr and returns exit_code(code).
+// Prints "<program>: error: <message>" on one line to stderr and returns exit_code(code). When
+// the verb was given --json (or, if its command line did not parse, --json is among its
+// words), first prints {"ok": false, "error": {"code": NAME, "message": ...}} on stdout, so
+// that a script reading JSON always gets a document (docs/exit-codes.md).
 int report_error(const Status& status);
 
 // Parses durations such as "7d", "12h", "30m", "90s", "3600" (seconds).

@@ -1,0 +1,86 @@
+// The command-line front ends themselves (common/cli.cpp, signer/, verifier/): what a script
+// or cron sees on stdout and stderr, and which exit status, when things go wrong or right.
+#include <doctest/doctest.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <nlohmann/json.hpp>
+
+#include "e2e.h"
+#include "ssync/fs.h"
+#include "ssync/publication.h"
+
+namespace ssync::test {
+
+namespace {
+
+// The {"ok": false, "error": {...}} object a failed --json run must print; its code name.
+std::string json_error_code(const ProcessResult& r) {
+    auto j = nlohmann::json::parse(r.out, nullptr, false);
+    REQUIRE_MESSAGE(!j.is_discarded(), "stdout is not JSON: '" << r.out << "' (stderr: " << r.err << ")");
+    CHECK(j["ok"] == false);
+    REQUIRE(j["error"]["message"].is_string());
+    // The same message as the one line on stderr.
+    CHECK(r.err.find(j["error"]["message"].get<std::string>()) != std::string::npos);
+    return j["error"]["code"].get<std::string>();
+}
+
+std::size_t lines(const std::string& text) { return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n')); }
+
+}  // namespace
+
+TEST_SUITE("e2e cli") {
+    TEST_CASE("--json: every failure prints an error object on stdout, command-line errors included") {
+        Published p;
+        // ssync-signer: a missing publication, a locked one, a missing source tree.
+        auto gc = signer({"gc", "--out", p.dir / "nonexist", "--json"});
+        CHECK(gc.exit_status == 5);
+        CHECK(json_error_code(gc) == "io");
+        CHECK(lines(gc.err) == 1);
+
+        REQUIRE(p.sign().exit_status == 0);
+        {
+            auto signer_dir = open_dir_trusted(p.pub + "/" + layout::kSignerDir);
+            REQUIRE(signer_dir.is_ok());
+            auto lock = FileLock::acquire(signer_dir->get(), layout::kSignerLock, "lock");
+            REQUIRE(lock.is_ok());
+            auto busy = p.sign({"--json"});
+            CHECK(busy.exit_status == 7);
+            CHECK(json_error_code(busy) == "busy");
+        }
+        auto bad_root = signer({"sign", "--root", p.dir / "missing", "--out", p.pub, "--key", p.keys.plain_fpr,
+                                "--gnupghome", p.keys.home, "--json"});
+        CHECK(bad_root.exit_status == 5);
+        CHECK(json_error_code(bad_root) == "io");
+
+        // A command line that does not parse, for both programs: unknown option, missing value.
+        for (const auto& argv : std::vector<std::vector<std::string>>{
+                 {SSYNC_VERIFIER_BIN, "audit", "--no-such-option", "--json", p.src},
+                 {SSYNC_VERIFIER_BIN, "show", "--json", "--from"},
+                 {SSYNC_SIGNER_BIN, "sign", "--json", "--no-such-option"},
+                 {SSYNC_SIGNER_BIN, "gc", "--json", "--keep"},
+                 {SSYNC_VERIFIER_BIN, "sycn", "--json"}}) {
+            CAPTURE(argv[1]);
+            CAPTURE(argv[2]);
+            auto r = run(argv);
+            CHECK(r.exit_status == 2);
+            CHECK(json_error_code(r) == "usage");
+            CHECK(lines(r.err) == 1);
+        }
+        // Without --json, or for a verb without it (export), stdout stays empty.
+        auto plain = verifier({"audit", "--no-such-option", p.src});
+        CHECK(plain.exit_status == 2);
+        CHECK(plain.out.empty());
+        auto export_bad = verifier({"export", "--json", "--from", p.pub, "--keyring", p.keyring});
+        CHECK(export_bad.exit_status == 2);
+        CHECK(export_bad.out.empty());
+        // After "--" it is a word, not the option.
+        auto after = verifier({"audit", "--no-such-option", "--", "--json"});
+        CHECK(after.exit_status == 2);
+        CHECK(after.out.empty());
+    }
+
+}
+
+}  // namespace ssync::test

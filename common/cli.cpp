@@ -97,6 +97,9 @@ Result<Args> parse(const Command& command, const std::vector<std::string>& words
             }
             value = words[++i];
         }
+        if (!spec->value_name.empty() && value.empty()) {
+            return Status(Code::usage, "--" + name + ": empty value (expected " + spec->value_name + ")");
+        }
         auto& slot = args.values_[name];
         if (!slot.empty() && !spec->repeatable && !spec->value_name.empty()) {
             return Status(Code::usage, "--" + name + " given more than once");

@@ -183,11 +183,19 @@ Result<std::string> data_contents(gpgme_data_t data) {
 struct PassphraseHook {
     std::string passphrase;
     bool rejected = false;  // the agent said the passphrase we gave was wrong
+    bool empty = false;     // the key needs a passphrase and the file's first line is empty
 };
 
 gpgme_error_t write_passphrase(void* hook_value, const char*, const char*, int prev_was_bad,
                                int fd) {
     auto* hook = static_cast<PassphraseHook*>(hook_value);
+    // An empty line is not worth sending: gpg would answer only "No passphrase given", which
+    // names neither the file nor the cause. Known here, when gpg asks, because a key without
+    // a passphrase never asks and may well be used with an empty file.
+    if (hook->passphrase.empty()) {
+        hook->empty = true;
+        return gpgme_error(GPG_ERR_NO_PASSPHRASE);
+    }
     // Asking again with the same passphrase cannot help: give up at once.
     if (prev_was_bad) {
         hook->rejected = true;
@@ -206,6 +214,22 @@ Result<std::string> read_passphrase(const std::string& path) {
     if (!line.empty() && line.back() == '\r') line.pop_back();
     explicit_bzero(contents.data(), contents.size());
     return line;
+}
+
+// Whether a signing error means that gpg-agent wanted to ask for a passphrase and could not.
+bool needs_pinentry(gpgme_error_t err) {
+    switch (gpgme_err_code(err)) {
+        case GPG_ERR_ENOTTY:
+        case GPG_ERR_NO_PIN_ENTRY:
+        case GPG_ERR_PIN_ENTRY:
+        case GPG_ERR_NO_PASSPHRASE:
+        case GPG_ERR_CANCELED:
+        case GPG_ERR_FULLY_CANCELED:
+        case GPG_ERR_TIMEOUT:
+            return true;
+        default:
+            return false;
+    }
 }
 
 std::string subkey_name(gpgme_subkey_t subkey) {
@@ -304,6 +328,21 @@ Result<std::string> Signer::sign_detached(std::string_view data) {
     if (hook.rejected) err = gpgme_error(GPG_ERR_BAD_PASSPHRASE);
     if (err) {
         std::string context = what + " (" + fpr + ")";
+        if (hook.empty) {
+            // A mistake in what the command line names, like an empty option value.
+            return Status(Code::usage, quote_path(options.passphrase_file) + ": its first line is empty, but " +
+                                           context + " needs a passphrase");
+        }
+        if (options.passphrase_file.empty() && needs_pinentry(err)) {
+            // gpg-agent tried to ask a person (pinentry) and could not: no terminal (ENOTTY,
+            // "Inappropriate ioctl for device"), no pinentry program, or nobody answered. A
+            // key problem, reported as the others are (untrusted), with the way out.
+            char text[256];
+            if (gpgme_strerror_r(err, text, sizeof text) != 0) text[sizeof text - 1] = '\0';
+            return Status(Code::untrusted, context + ": the key needs a passphrase and gpg-agent could not ask "
+                                           "for it (" + text + "); give --passphrase-file FILE for "
+                                           "unattended signing");
+        }
         if (gpgme_err_code(err) == GPG_ERR_BAD_PASSPHRASE && !options.passphrase_file.empty()) {
             context += ", passphrase from " + quote_path(options.passphrase_file);
         }

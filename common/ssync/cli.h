@@ -40,7 +40,9 @@ struct Command {
     int (*run)(const Args&);
 };
 
-// Parses the words after the verb. Unknown options and missing values are Code::usage errors.
+// Parses the words after the verb. Unknown options, missing values and empty values are
+// Code::usage errors: no option takes an empty string (an empty path, key or name is always a
+// mistake, often an unset shell variable, and must not silently mean "the default").
 Result<Args> parse(const Command& command, const std::vector<std::string>& words);
 
 // Dispatches argv to the verb's run function and returns the process exit status. Handles

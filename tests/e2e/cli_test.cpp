@@ -81,6 +81,46 @@ TEST_SUITE("e2e cli") {
         CHECK(after.out.empty());
     }
 
+    TEST_CASE("an empty option value is a usage error naming the option") {
+        Published p;
+        auto key = signer({"sign", "--root", p.src, "--out", p.pub, "--key", "", "--gnupghome", p.keys.home,
+                           "--name", "site"});
+        CHECK(key.exit_status == 2);
+        CHECK(key.err.find("--key: empty value") != std::string::npos);
+        CHECK(lines(key.err) == 1);
+        CHECK_FALSE(exists(p.pub));
+        auto file = p.sign({"--passphrase-file="});
+        CHECK(file.exit_status == 2);
+        CHECK(file.err.find("--passphrase-file: empty value") != std::string::npos);
+        auto keyring = verifier({"show", "--from", p.pub, "--keyring", ""});
+        CHECK(keyring.exit_status == 2);
+        CHECK(keyring.err.find("--keyring: empty value") != std::string::npos);
+    }
+
+    TEST_CASE("a passphrase-protected key: an empty --passphrase-file, or none without a terminal") {
+        Published p;
+        write_file(p.dir / "empty", "");
+        auto empty = p.sign({"--passphrase-file", p.dir / "empty"}, p.keys.passphrase_fpr);
+        CHECK(empty.exit_status == 2);
+        CHECK(lines(empty.err) == 1);
+        CHECK(empty.err.find(p.dir / "empty" + ": its first line is empty, but signing key") != std::string::npos);
+        CHECK(empty.err.find("needs a passphrase") != std::string::npos);
+        CHECK_FALSE(exists(p.pub + "/latest"));
+
+        // gpg-agent would ask through pinentry, which has no terminal here (and no display).
+        auto none = run({"env", "-u", "DISPLAY", "-u", "WAYLAND_DISPLAY", "-u", "GPG_TTY", SSYNC_SIGNER_BIN, "sign",
+                         "--root", p.src, "--out", p.pub, "--key", p.keys.passphrase_fpr, "--gnupghome", p.keys.home,
+                         "--name", "site", "--quiet"});
+        CHECK(none.exit_status == 3);
+        CHECK(lines(none.err) == 1);
+        CHECK(none.err.find("the key needs a passphrase") != std::string::npos);
+        CHECK(none.err.find("give --passphrase-file FILE for unattended signing") != std::string::npos);
+        CHECK_FALSE(exists(p.pub + "/latest"));
+
+        // The key also signs with an empty file when it needs no passphrase: gpg never asks.
+        CHECK(p.sign({"--passphrase-file", p.dir / "empty"}).exit_status == 0);
+    }
+
 }
 
 }  // namespace ssync::test

@@ -1,8 +1,10 @@
 #include "ssync/collect.h"
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <algorithm>
+#include <cerrno>
 #include <unordered_set>
 
 #include "ssync/manifest.h"
@@ -22,11 +24,26 @@ std::optional<std::uint64_t> canonical_serial(std::string_view text) {
     return serial;
 }
 
+// Opens the directory `name` (one component, a constant or a name gc has vetted) in dirfd,
+// following no symlink. Unlike open_dir_beneath, errors carry `display`, the whole path with
+// the publication's, so that an operator knows which directory of which publication failed.
+Result<UniqueFd> open_subdir(int dirfd, const std::string& name, const std::string& display) {
+    UniqueFd fd(::openat(dirfd, name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (fd) return fd;
+    int e = errno;
+    if (e == ELOOP || e == ENOTDIR) {
+        return Status(Code::io, quote_path(display) + ": not a directory (a symlink or file is in the way)");
+    }
+    return errno_status(quote_path(display), e);
+}
+
 // The digests one kept release lists; its manifest must parse and carry its serial.
-Status add_release_digests(int releases_fd, std::uint64_t serial, std::unordered_set<std::string>& digests) {
+Status add_release_digests(const std::string& publication, int releases_fd, std::uint64_t serial,
+                           std::unordered_set<std::string>& digests) {
     std::string dir = std::to_string(serial);
-    std::string display = std::string(layout::kReleases) + "/" + dir + "/" + layout::kManifest;
-    SSYNC_ASSIGN_OR_RETURN(UniqueFd release_fd, open_dir_beneath(releases_fd, dir));
+    std::string dir_display = join_path(publication, layout::release_dir(serial));
+    std::string display = join_path(dir_display, layout::kManifest);
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd release_fd, open_subdir(releases_fd, dir, dir_display));
     SSYNC_ASSIGN_OR_RETURN(std::string bytes,
                            read_file_bounded(release_fd.get(), layout::kManifest, ManifestLimits{}.max_bytes, display));
     auto manifest = parse_manifest(bytes);
@@ -46,13 +63,23 @@ Result<CollectResult> collect_garbage(const std::string& publication, const Coll
     if (options.keep == 0) return Status(Code::usage, "--keep: must be at least 1 (the current release)");
     FileSystem& fs = options.fs ? *options.fs : system_fs();
     SSYNC_ASSIGN_OR_RETURN(UniqueFd pub_fd, open_dir_trusted(publication));
-    auto signer_fd = open_dir_beneath(pub_fd.get(), layout::kSignerDir);
+    const std::string signer_display = join_path(publication, layout::kSignerDir);
+    UniqueFd signer_fd(::openat(pub_fd.get(), layout::kSignerDir, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!signer_fd) {
-        return Status(Code::usage, publication + ": not a publication made by ssync-signer (no " +
-                                       layout::kSignerDir + "/)");
+        // Only a directory that is not there says "not a publication" (a usage error: the
+        // wrong --out). One that cannot be opened (permissions, a file in its place) is the
+        // file system's answer about a real publication, and reported as such.
+        int e = errno;
+        if (e == ENOENT) {
+            return Status(Code::usage, quote_path(publication) + ": not a publication made by ssync-signer (no " +
+                                           layout::kSignerDir + "/)");
+        }
+        if (e == ELOOP || e == ENOTDIR) {
+            return Status(Code::io, quote_path(signer_display) + ": not a directory (a symlink or file is in the way)");
+        }
+        return errno_status(quote_path(signer_display), e);
     }
-    SSYNC_ASSIGN_OR_RETURN(FileLock lock, FileLock::acquire(signer_fd->get(), layout::kSignerLock,
-                                                            publication + "/" + layout::kSignerDir));
+    SSYNC_ASSIGN_OR_RETURN(FileLock lock, FileLock::acquire(signer_fd.get(), layout::kSignerLock, signer_display));
 
     SSYNC_ASSIGN_OR_RETURN(std::string latest_text, read_file_bounded(pub_fd.get(), layout::kLatest, 32,
                                                                       join_path(publication, layout::kLatest)));
@@ -63,13 +90,14 @@ Result<CollectResult> collect_garbage(const std::string& publication, const Coll
 
     // Which releases stay: `latest` and the newest keep-1 below it. Directories above it were
     // written by a sign that failed before its switch: never published, so they go.
-    SSYNC_ASSIGN_OR_RETURN(UniqueFd releases_fd, open_dir_beneath(pub_fd.get(), layout::kReleases));
-    SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> release_dirs, list_dir(releases_fd.get(), layout::kReleases));
+    const std::string releases_display = join_path(publication, layout::kReleases);
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd releases_fd, open_subdir(pub_fd.get(), layout::kReleases, releases_display));
+    SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> release_dirs, list_dir(releases_fd.get(), releases_display));
     std::vector<std::uint64_t> serials;
     for (const DirChild& c : release_dirs)
         if (auto s = canonical_serial(c.name)) serials.push_back(*s);
     if (std::find(serials.begin(), serials.end(), *latest) == serials.end()) {
-        return Status(Code::bad_manifest, publication + ": `latest` names serial " + std::to_string(*latest) +
+        return Status(Code::bad_manifest, quote_path(publication) + ": `latest` names serial " + std::to_string(*latest) +
                                               ", which has no releases/ directory");
     }
     std::sort(serials.rbegin(), serials.rend());
@@ -82,24 +110,27 @@ Result<CollectResult> collect_garbage(const std::string& publication, const Coll
     // Everything that must survive is known before anything is removed: a kept manifest that
     // cannot be read stops the run with the publication untouched.
     std::unordered_set<std::string> wanted;
-    for (std::uint64_t s : result.kept) SSYNC_RETURN_IF_ERROR(add_release_digests(releases_fd.get(), s, wanted));
+    for (std::uint64_t s : result.kept) {
+        SSYNC_RETURN_IF_ERROR(add_release_digests(publication, releases_fd.get(), s, wanted));
+    }
 
     // Releases first, then objects: a run cut short leaves only unreferenced objects, which
     // the next run removes.
     if (!options.dry_run) {
         for (std::uint64_t s : result.removed_releases) {
             std::string name = std::to_string(s);
-            SSYNC_RETURN_IF_ERROR(remove_tree(fs, releases_fd.get(), name, layout::release_dir(s)));
+            SSYNC_RETURN_IF_ERROR(remove_tree(fs, releases_fd.get(), name, join_path(publication, layout::release_dir(s))));
         }
     }
 
-    SSYNC_ASSIGN_OR_RETURN(UniqueFd objects_fd, open_dir_beneath(pub_fd.get(), layout::kObjects));
-    SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> fanout, list_dir(objects_fd.get(), layout::kObjects));
+    const std::string objects_display = join_path(publication, layout::kObjects);
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd objects_fd, open_subdir(pub_fd.get(), layout::kObjects, objects_display));
+    SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> fanout, list_dir(objects_fd.get(), objects_display));
     for (const DirChild& d : fanout) {
-        std::string sub_display = std::string(layout::kObjects) + "/" + d.name;
+        std::string sub_display = join_path(objects_display, d.name);
         if (d.name == "tmp") {
             // Temporaries of runs that died; we hold the lock, so no sign is writing them.
-            SSYNC_ASSIGN_OR_RETURN(UniqueFd tmp_fd, open_dir_beneath(objects_fd.get(), d.name));
+            SSYNC_ASSIGN_OR_RETURN(UniqueFd tmp_fd, open_subdir(objects_fd.get(), d.name, sub_display));
             SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> leftovers, list_dir(tmp_fd.get(), sub_display));
             for (const DirChild& t : leftovers) {
                 if (!options.dry_run) {
@@ -110,7 +141,7 @@ Result<CollectResult> collect_garbage(const std::string& publication, const Coll
             continue;
         }
         if (d.name.size() != 2 || !is_lower_hex(d.name)) continue;
-        SSYNC_ASSIGN_OR_RETURN(UniqueFd sub_fd, open_dir_beneath(objects_fd.get(), d.name));
+        SSYNC_ASSIGN_OR_RETURN(UniqueFd sub_fd, open_subdir(objects_fd.get(), d.name, sub_display));
         SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> objects, list_dir(sub_fd.get(), sub_display));
         for (const DirChild& o : objects) {
             if (o.name.size() != 64 || !is_lower_hex(o.name) || o.name.compare(0, 2, d.name) != 0) continue;

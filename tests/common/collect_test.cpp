@@ -4,6 +4,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <cstdio>
+
 #include "fault_fs.h"
 #include "ssync/hash.h"
 #include "ssync/manifest.h"
@@ -147,7 +149,7 @@ TEST_SUITE("Collect") {
             auto r = collect_garbage(h.pub.path(), o);
             REQUIRE_FALSE(r.is_ok());
             CHECK(r.status().code() == Code::bad_manifest);
-            CHECK(r.status().message().find("releases/2/manifest.json") == 0);
+            CHECK(r.status().message().find(h.pub / "releases/2/manifest.json") == 0);
         }
         SUBCASE("another release's manifest") {
             test::write_file(h.pub / "releases/2/manifest.json", test::read_file(h.pub / "releases/1/manifest.json"));
@@ -161,9 +163,50 @@ TEST_SUITE("Collect") {
             before = test::run({"find", h.pub.path(), "-printf", "%P %s\\n"}).out;
             auto r = collect_garbage(h.pub.path(), o);
             REQUIRE_FALSE(r.is_ok());
-            CHECK(r.status().message().find("releases/3/manifest.json") == 0);
+            CHECK(r.status().message().find(h.pub / "releases/3/manifest.json") == 0);
         }
         CHECK(test::run({"find", h.pub.path(), "-printf", "%P %s\\n"}).out == before);
+    }
+
+    TEST_CASE("errors name the directory with the publication's path") {
+        History h(2);
+        CollectOptions o;
+        SUBCASE("objects/tmp is a file") {
+            REQUIRE(test::run({"rm", "-r", h.pub / "objects/tmp"}).exit_status == 0);
+            test::write_file(h.pub / "objects/tmp", "not a directory");
+            auto r = collect_garbage(h.pub.path(), o);
+            CHECK(r.status().code() == Code::io);
+            CHECK(r.status().message() == h.pub / "objects/tmp: not a directory (a symlink or file is in the way)");
+        }
+        SUBCASE("a fan-out directory is a symlink") {
+            // sign makes all 256 fan-out directories: an empty one gives way to the symlink.
+            std::string fanout;
+            for (int i = 0; i < 256 && fanout.empty(); ++i) {
+                char name[3];
+                std::snprintf(name, sizeof name, "%02x", i);
+                if (::rmdir((h.pub / (std::string("objects/") + name)).c_str()) == 0) fanout = name;
+            }
+            REQUIRE_FALSE(fanout.empty());
+            REQUIRE(::symlink("/", (h.pub / ("objects/" + fanout)).c_str()) == 0);
+            auto r = collect_garbage(h.pub.path(), o);
+            CHECK(r.status().code() == Code::io);
+            CHECK(r.status().message().find(h.pub / "objects/" + fanout + ": not a directory") == 0);
+        }
+        SUBCASE("a kept release directory is a file") {
+            std::string rel = h.pub / "releases/1";
+            REQUIRE(test::run({"rm", "-r", rel}).exit_status == 0);
+            test::write_file(rel, "");
+            auto r = collect_garbage(h.pub.path(), o);
+            CHECK(r.status().code() == Code::io);
+            CHECK(r.status().message().find(rel + ": not a directory") == 0);
+        }
+        SUBCASE(".ssync-signer is a file: an I/O error, not 'not a publication'") {
+            REQUIRE(test::run({"rm", "-r", h.pub / layout::kSignerDir}).exit_status == 0);
+            test::write_file(h.pub / layout::kSignerDir, "");
+            auto r = collect_garbage(h.pub.path(), o);
+            CHECK(r.status().code() == Code::io);
+            CHECK(r.status().message().find(h.pub / ".ssync-signer: not a directory") == 0);
+        }
     }
 
     TEST_CASE("refusals: keep 0, not a publication, nothing published, a bad latest, a sign running") {
@@ -203,13 +246,13 @@ TEST_SUITE("Collect") {
             auto r = collect_garbage(h.pub.path(), o);
             REQUIRE_FALSE(r.is_ok());
             CHECK(r.status().code() == Code::io);
-            CHECK(r.status().message().find("releases/2/") == 0);  // the newest goes first
+            CHECK(r.status().message().find(h.pub / "releases/2/") == 0);  // the newest goes first
         }
         SUBCASE("while removing an object") {
             faulty.fail(test::FaultInjectingFs::Op::unlink, 7, EIO);
             auto r = collect_garbage(h.pub.path(), o);
             REQUIRE_FALSE(r.is_ok());
-            CHECK(r.status().message().find("objects/") == 0);
+            CHECK(r.status().message().find(h.pub / "objects/") == 0);
             CHECK_FALSE(test::exists(h.pub / "releases/1"));
             CHECK_FALSE(test::exists(h.pub / "releases/2"));
         }

@@ -121,6 +121,24 @@ TEST_SUITE("e2e cli") {
         CHECK(p.sign({"--passphrase-file", p.dir / "empty"}).exit_status == 0);
     }
 
+    TEST_CASE("gc: a .ssync-signer/ that cannot be opened is an I/O error naming it, not 'not a publication'") {
+        if (::geteuid() != 0) return;  // needs root to become someone else
+        Published p;
+        REQUIRE(p.sign().exit_status == 0);
+        // nobody can reach the publication, but not into .ssync-signer/ (mode 0700, root's).
+        REQUIRE(::chmod(p.dir.path().c_str(), 0755) == 0);
+        REQUIRE(::chmod(p.pub.c_str(), 0755) == 0);
+        auto r = run({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SSYNC_SIGNER_BIN, "gc", "--out",
+                      p.pub});
+        CHECK(r.exit_status == 5);
+        CHECK(lines(r.err) == 1);
+        CHECK(r.err.find(p.pub + "/.ssync-signer: Permission denied") != std::string::npos);
+        CHECK(r.err.find("not a publication") == std::string::npos);
+        // A publication with no .ssync-signer/ at all still is "not a publication".
+        auto src = signer({"gc", "--out", p.src});
+        CHECK(src.exit_status == 2);
+        CHECK(src.err.find("not a publication made by ssync-signer") != std::string::npos);
+    }
 }
 
 }  // namespace ssync::test

@@ -42,6 +42,8 @@ echo "<p>updated</p>" >>"$work/site/index.html"
 
 echo "== the master drops the old release and the content only it used"
 "$bin/ssync-signer" gc --out "$work/pub" --keep 1
+# gc, like sign, prints its summary only at a terminal; what is left shows either way.
+echo "releases kept: $(ls "$work/pub/releases")"
 
 echo "== a tampered mirror is caught"
 echo "defaced" >"$work/mirror/index.html"

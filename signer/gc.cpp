@@ -56,7 +56,8 @@ int run_gc(const cli::Args& args) {
             {"temporaries_removed", r.temporaries_removed},
         };
         std::printf("%s\n", j.dump(2).c_str());
-    } else if (!args.has("quiet")) {
+    } else if (!args.has("quiet") && stderr_is_terminal()) {
+        // At a terminal a line; in cron silence on success (as sign and `ssync-verifier sync`).
         std::string removed = count_of(r.removed_releases.size(), "release");
         if (!r.removed_releases.empty()) removed += " (" + serial_list(r.removed_releases) + ")";
         std::printf("%s %s and %s (%s); kept %s %s (%s)\n", options.dry_run ? "would remove" : "removed",
@@ -77,13 +78,14 @@ cli::Command gc_command() {
         "Keeps the current release (PUB/latest) and the N-1 before it, and removes the other\n"
         "PUB/releases/ directories and every object no kept release lists. Takes the same lock\n"
         "as sign. Mirrors only ever fetch the current release; keeping two lets a mirror that\n"
-        "read `latest` just before a new release finish its run. See docs/publication.md.",
+        "read `latest` just before a new release finish its run. Silent on success unless run\n"
+        "at a terminal. See docs/publication.md.",
         {
             {"out", "PUB", "the publication directory"},
             {"keep", "N", "releases to keep, the current one included (default 2)"},
             {"dry-run", "", "report what would be removed, remove nothing"},
             {"json", "", "print a JSON summary"},
-            {"quiet", "", "print nothing on success"},
+            {"quiet", "", "no summary, even at a terminal"},
         },
         run_gc,
     };

@@ -87,7 +87,9 @@ int run_sign(const cli::Args& args) {
               {"write", r.stats.phases.write}}},
         };
         std::printf("%s\n", j.dump(2).c_str());
-    } else if (!args.has("quiet")) {
+    } else if (!args.has("quiet") && stderr_is_terminal()) {
+        // A person at a terminal gets a line; cron, which mails whatever is printed, gets
+        // silence on success. Decided as for the progress line and `ssync-verifier sync`.
         std::printf("signed %s serial %llu: %llu files (%s), %llu dirs, %llu symlinks; hashed %llu, "
                     "reused %llu, stored %llu new objects (%s); expires %s\n",
                     r.manifest.name.c_str(), static_cast<unsigned long long>(r.manifest.serial),
@@ -117,7 +119,8 @@ cli::Command sign_command() {
         "--root SRC --out PUB --key FPR [OPTIONS]",
         "Scans SRC (files, directories, symlinks), hashes files with SHA-256 on all cores, stores\n"
         "new content in PUB/objects, and publishes PUB/manifest.json with the detached signature\n"
-        "PUB/manifest.json.asc as a new release. See docs/publication.md.",
+        "PUB/manifest.json.asc as a new release. Silent on success unless run at a terminal.\n"
+        "See docs/publication.md.",
         {
             {"root", "SRC", "the tree to publish"},
             {"out", "PUB", "the publication directory (created if missing)"},
@@ -131,7 +134,7 @@ cli::Command sign_command() {
             {"skip-special", "", "leave out devices, FIFOs and sockets instead of failing"},
             {"threads", "N", "hashing threads (default: one per core)"},
             {"json", "", "print a JSON summary"},
-            {"quiet", "", "print nothing on success"},
+            {"quiet", "", "no progress and no summary, even at a terminal"},
         },
         run_sign,
     };

@@ -28,6 +28,12 @@ std::string json_error_code(const ProcessResult& r) {
 
 std::size_t lines(const std::string& text) { return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n')); }
 
+// The sign command line of Published::sign, without --quiet, as one shell word list.
+std::string sign_command(const Published& p) {
+    return std::string(SSYNC_SIGNER_BIN) + " sign --root " + p.src + " --out " + p.pub + " --key " + p.keys.plain_fpr +
+           " --gnupghome " + p.keys.home + " --name site";
+}
+
 }  // namespace
 
 TEST_SUITE("e2e cli") {
@@ -119,6 +125,34 @@ TEST_SUITE("e2e cli") {
 
         // The key also signs with an empty file when it needs no passphrase: gpg never asks.
         CHECK(p.sign({"--passphrase-file", p.dir / "empty"}).exit_status == 0);
+    }
+
+    TEST_CASE("sign and gc: a summary at a terminal, nothing on stdout in cron") {
+        Published p;
+        auto first = signer({"sign", "--root", p.src, "--out", p.pub, "--key", p.keys.plain_fpr, "--gnupghome",
+                             p.keys.home, "--name", "site"});
+        REQUIRE_MESSAGE(first.exit_status == 0, first.err);
+        CHECK(first.out.empty());
+        CHECK(first.err.empty());
+        auto gc = signer({"gc", "--out", p.pub, "--keep", "1"});
+        CHECK(gc.exit_status == 0);
+        CHECK(gc.out.empty());
+        CHECK(gc.err.empty());
+        CHECK(signer({"gc", "--out", p.pub, "--dry-run"}).out.empty());
+
+        // script(1) gives the command a terminal.
+        auto at_terminal = run({"script", "-qec", sign_command(p), "/dev/null"});
+        CHECK_MESSAGE(at_terminal.exit_status == 0, at_terminal.out);
+        CHECK(at_terminal.out.find("signed site serial 2: ") != std::string::npos);
+        std::string gc_command = std::string(SSYNC_SIGNER_BIN) + " gc --out " + p.pub + " --keep 1";
+        auto gc_terminal = run({"script", "-qec", gc_command + " --dry-run", "/dev/null"});
+        CHECK(gc_terminal.out.find("would remove 1 release (1)") != std::string::npos);
+        // --quiet still silences it there, and --json is printed wherever stdout goes.
+        auto quiet = run({"script", "-qec", gc_command + " --quiet", "/dev/null"});
+        CHECK(quiet.exit_status == 0);
+        CHECK(quiet.out.empty());
+        auto json = signer({"gc", "--out", p.pub, "--json"});
+        CHECK(nlohmann::json::parse(json.out)["kept"] == nlohmann::json::array({2}));
     }
 
     TEST_CASE("gc: a .ssync-signer/ that cannot be opened is an I/O error naming it, not 'not a publication'") {

@@ -1,7 +1,9 @@
 #include "ssync/cli.h"
 
 #include <algorithm>
+#include <cerrno>
 #include <cstdio>
+#include <cstring>
 #include <iostream>
 #include <nlohmann/json.hpp>
 
@@ -186,13 +188,28 @@ int dispatch(const std::string& program, const std::string& summary, const std::
     return it->run(*args);
 }
 
+// Flushes stdout and fails a run whose output was lost (disk full, a closed pipe's EIO, a
+// file system error): stdio reports that only here, and exit() would discard it silently.
+// A run that already failed keeps its own status and message; a successful one, or `audit`
+// and `check` whose list of differences is their result, becomes an io error.
+int finish_output(int status) {
+    errno = 0;
+    int flushed = std::fflush(stdout);
+    int err = errno;
+    if (flushed == 0 && !std::ferror(stdout)) return status;
+    if (status != 0 && status != exit_code(Code::mismatch)) return status;
+    g_json = false;  // stdout is what failed
+    std::string detail = flushed != 0 && err != 0 ? std::strerror(err) : "write failed";
+    return report_error(Status(Code::io, "standard output: " + detail));
+}
+
 }  // namespace
 
 int main(const std::string& program, const std::string& summary, const std::vector<Command>& commands,
          int argc, char** argv) {
     g_program = program;
     std::vector<std::string> words(argv + 1, argv + argc);
-    return dispatch(program, summary, commands, words);
+    return finish_output(dispatch(program, summary, commands, words));
 }
 
 Result<long long> parse_duration(const std::string& text, const std::string& option) {

@@ -46,7 +46,9 @@ struct Command {
 Result<Args> parse(const Command& command, const std::vector<std::string>& words);
 
 // Dispatches argv to the verb's run function and returns the process exit status. Handles
-// --help, --version, an unknown verb (with a suggestion) and usage errors.
+// --help, --version, an unknown verb (with a suggestion) and usage errors. Standard output is
+// flushed before returning: output that could not be written fails a run that had succeeded
+// (Code::io, one line on stderr), as a script reading it would otherwise get nothing and exit 0.
 int main(const std::string& program, const std::string& summary, const std::vector<Command>& commands,
          int argc, char** argv);
 

@@ -28,6 +28,12 @@ std::string json_error_code(const ProcessResult& r) {
 
 std::size_t lines(const std::string& text) { return static_cast<std::size_t>(std::count(text.begin(), text.end(), '\n')); }
 
+// Runs argv with its standard output on /dev/full, where every write fails (ENOSPC).
+ProcessResult run_into_full_disk(std::vector<std::string> argv) {
+    argv.insert(argv.begin(), {"sh", "-c", "exec \"$@\" >/dev/full", "sh"});
+    return run(argv);
+}
+
 // The sign command line of Published::sign, without --quiet, as one shell word list.
 std::string sign_command(const Published& p) {
     return std::string(SSYNC_SIGNER_BIN) + " sign --root " + p.src + " --out " + p.pub + " --key " + p.keys.plain_fpr +
@@ -153,6 +159,33 @@ TEST_SUITE("e2e cli") {
         CHECK(quiet.out.empty());
         auto json = signer({"gc", "--out", p.pub, "--json"});
         CHECK(nlohmann::json::parse(json.out)["kept"] == nlohmann::json::array({2}));
+    }
+
+    TEST_CASE("output that cannot be written fails the run with exit 5 and one line") {
+        Published p;
+        REQUIRE(p.sign().exit_status == 0);
+        for (const auto& argv : std::vector<std::vector<std::string>>{
+                 {SSYNC_SIGNER_BIN, "sign", "--root", p.src, "--out", p.pub, "--key", p.keys.plain_fpr,
+                  "--gnupghome", p.keys.home, "--json"},
+                 {SSYNC_SIGNER_BIN, "gc", "--out", p.pub, "--json"},
+                 {SSYNC_VERIFIER_BIN, "show", "--from", p.pub, "--keyring", p.keyring},
+                 {SSYNC_VERIFIER_BIN, "show", "--from", p.pub, "--keyring", p.keyring, "--json"},
+                 {SSYNC_VERIFIER_BIN, "audit", "--from", p.pub, "--keyring", p.keyring, p.src},
+                 {SSYNC_VERIFIER_BIN, "audit", "--from", p.pub, "--keyring", p.keyring, p.dir.path()},  // differs
+                 {SSYNC_VERIFIER_BIN, "--help"}}) {
+            CAPTURE(argv[1]);
+            CAPTURE(argv.back());
+            auto r = run_into_full_disk(argv);
+            CHECK(r.exit_status == 5);
+            CHECK(lines(r.err) == 1);
+            CHECK(r.err.find("error: standard output: No space left on device") != std::string::npos);
+        }
+        // A run that failed keeps its own status and message.
+        auto untrusted = run_into_full_disk({SSYNC_VERIFIER_BIN, "show", "--from", p.pub, "--keyring",
+                                             p.keys.pubkey("other"), "--json"});
+        CHECK(untrusted.exit_status == 3);
+        CHECK(lines(untrusted.err) == 1);
+        CHECK(untrusted.err.find("standard output") == std::string::npos);
     }
 
     TEST_CASE("gc: a .ssync-signer/ that cannot be opened is an I/O error naming it, not 'not a publication'") {

@@ -638,7 +638,8 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     FileSystem& fs = options.fs ? *options.fs : system_fs();
     SSYNC_ASSIGN_OR_RETURN(UniqueFd pub_fd, open_dir_trusted(publication));
     SSYNC_ASSIGN_OR_RETURN(UniqueFd signer_fd,
-                           own_dir(fs, pub_fd.get(), layout::kSignerDir, layout::kSignerDir, false, nullptr, 0700));
+                           own_dir(fs, pub_fd.get(), layout::kSignerDir, join_path(publication, layout::kSignerDir),
+                                   false, nullptr, 0700));
     SSYNC_ASSIGN_OR_RETURN(FileLock lock, FileLock::acquire(signer_fd.get(), layout::kSignerLock,
                                                             publication + "/" + layout::kSignerDir));
 

@@ -302,11 +302,11 @@ Status make_dirs(FileSystem& fs, int dirfd, std::string_view path, mode_t mode,
     return Status::ok();
 }
 
-Result<std::vector<DirChild>> list_dir(int dirfd, const std::string& display) {
+Status for_each_entry(int dirfd, const std::string& display,
+                      const std::function<Status(const char* name, unsigned char type)>& visit) {
     // getdents64 on the descriptor itself, not opendir(): fdopendir on a dup costs a dup, an
     // fstat, two fcntl and a close per directory, a fifth of a walk's system calls.
     if (::lseek(dirfd, 0, SEEK_SET) != 0) return errno_status(display);
-    std::vector<DirChild> out;
     alignas(struct dirent64) char buf[32 << 10];
     for (;;) {
         ssize_t got = ::getdents64(dirfd, buf, sizeof buf);
@@ -320,9 +320,18 @@ Result<std::vector<DirChild>> list_dir(int dirfd, const std::string& display) {
             at += de->d_reclen;
             const char* n = de->d_name;
             if (n[0] == '.' && (n[1] == '\0' || (n[1] == '.' && n[2] == '\0'))) continue;
-            out.push_back({std::string(n), de->d_type});
+            SSYNC_RETURN_IF_ERROR(visit(n, de->d_type));
         }
     }
+    return Status::ok();
+}
+
+Result<std::vector<DirChild>> list_dir(int dirfd, const std::string& display) {
+    std::vector<DirChild> out;
+    SSYNC_RETURN_IF_ERROR(for_each_entry(dirfd, display, [&](const char* name, unsigned char type) {
+        out.push_back({std::string(name), type});
+        return Status::ok();
+    }));
     return out;
 }
 

@@ -132,7 +132,6 @@ public:
             return errno_status(layout::kObjects);
         }
         static const char hex[] = "0123456789abcdef";
-        alignas(struct dirent64) char buf[32 << 10];
         for (int i = 0; i < 256; ++i) {
             char name[] = {hex[i >> 4], hex[i & 15], 0};
             std::string display = std::string("objects/") + name;
@@ -141,29 +140,19 @@ public:
                 if (errno == ENOENT || errno == ELOOP || errno == ENOTDIR) continue;
                 return errno_status(display);
             }
-            // getdents64 straight into digests: list_dir would allocate a string per object.
-            for (;;) {
-                ssize_t got = ::getdents64(fan.get(), buf, sizeof buf);
-                if (got < 0) {
-                    if (errno == EINTR) continue;
-                    return errno_status(display);
+            // Straight into digests: list_dir would allocate a string per object.
+            SSYNC_RETURN_IF_ERROR(for_each_entry(fan.get(), display, [&](const char* entry, unsigned char type) {
+                std::string_view n(entry);
+                Digest d;
+                if (n.size() != 64 || n[0] != name[0] || n[1] != name[1] || !decode(n, d)) return Status::ok();
+                bool regular = type == DT_REG;
+                if (type == DT_UNKNOWN) {
+                    struct stat st;
+                    regular = ::fstatat(fan.get(), entry, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode);
                 }
-                if (got == 0) break;
-                for (ssize_t at = 0; at < got;) {
-                    const auto* de = reinterpret_cast<const struct dirent64*>(buf + at);
-                    at += de->d_reclen;
-                    std::string_view n(de->d_name);
-                    Digest d;
-                    if (n.size() != 64 || n[0] != name[0] || n[1] != name[1] || !decode(n, d)) continue;
-                    bool regular = de->d_type == DT_REG;
-                    if (de->d_type == DT_UNKNOWN) {
-                        struct stat st;
-                        regular = ::fstatat(fan.get(), de->d_name, &st, AT_SYMLINK_NOFOLLOW) == 0 &&
-                                  S_ISREG(st.st_mode);
-                    }
-                    if (regular) set.digests_.push_back(d);
-                }
-            }
+                if (regular) set.digests_.push_back(d);
+                return Status::ok();
+            }));
         }
         std::sort(set.digests_.begin(), set.digests_.end());
         return set;

@@ -11,6 +11,7 @@
 #include <sys/types.h>
 
 #include <cstdint>
+#include <functional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -138,6 +139,11 @@ struct DirChild {
 // The names in a directory (without "." and ".."), read from the start whatever the
 // descriptor's offset. Moves that offset: not for a descriptor another thread lists.
 Result<std::vector<DirChild>> list_dir(int dirfd, const std::string& display);
+
+// The same walk without a string per entry: `visit(name, d_type)` for each entry but "." and
+// "..", read with getdents64 from the directory's start; an error from `visit` stops it.
+Status for_each_entry(int dirfd, const std::string& display,
+                      const std::function<Status(const char* name, unsigned char type)>& visit);
 
 // Whether the directory `inner` is the directory `outer` or below it, found by walking up
 // from `inner` through ".." and comparing device and inode (so another spelling of a path, a

@@ -42,6 +42,27 @@ struct Mirror : Published {
         auto a = audit(dest);
         CHECK_MESSAGE(a.exit_status == 0, a.out << a.err);
     }
+    // What an unprivileged user (nobody) needs to sync: to read the publication and the key,
+    // and a home of its own for DEST and the state. Returns that home, holding key.asc. Root
+    // only (chown).
+    std::string nobody_home() const {
+        REQUIRE(::chmod(dir.path().c_str(), 0755) == 0);
+        std::string home = dir / "nobody";
+        make_dirs(home);
+        REQUIRE(::chown(home.c_str(), 65534, 65534) == 0);
+        write_file(home + "/key.asc", read_file(keyring), 0644);
+        return home;
+    }
+    // `ssync-verifier sync --from PUB --to DEST --keyring HOME/key.asc --state STATE EXTRA...`
+    // run as nobody.
+    ProcessResult sync_as_nobody(const std::string& home, const std::string& to, const std::string& state_dir,
+                                 const std::vector<std::string>& extra = {}) const {
+        std::vector<std::string> args = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
+                                         SSYNC_VERIFIER_BIN, "sync", "--from", pub, "--to", to,
+                                         "--keyring", home + "/key.asc", "--state", state_dir};
+        args.insert(args.end(), extra.begin(), extra.end());
+        return run(args);
+    }
 };
 
 void rm(const std::string& path) { REQUIRE(run({"rm", "-rf", path}).exit_status == 0); }
@@ -625,20 +646,9 @@ TEST_SUITE("e2e sync operators") {
         Mirror m;
         REQUIRE(::chown((m.src + "/docs/guide.txt").c_str(), 4242, 4343) == 0);
         REQUIRE(m.sign().exit_status == 0);
-        // What the unprivileged user needs: to read the publication and the key, and a place
-        // of its own for DEST and the state.
-        REQUIRE(::chmod(m.dir.path().c_str(), 0755) == 0);
-        std::string home = m.dir / "nobody";
-        make_dirs(home);
-        REQUIRE(::chown(home.c_str(), 65534, 65534) == 0);
-        std::string key = home + "/key.asc";
-        write_file(key, read_file(m.keyring), 0644);
+        std::string home = m.nobody_home();
         auto as_nobody = [&](const std::string& dest, const std::vector<std::string>& extra) {
-            std::vector<std::string> args = {"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups",
-                                             SSYNC_VERIFIER_BIN, "sync", "--from", m.pub, "--to", dest,
-                                             "--keyring", key, "--state", home + "/state"};
-            args.insert(args.end(), extra.begin(), extra.end());
-            return run(args);
+            return m.sync_as_nobody(home, dest, home + "/state", extra);
         };
         auto r = as_nobody(home + "/dest", {});
         REQUIRE_MESSAGE(r.exit_status == 0, r.err);
@@ -726,17 +736,9 @@ TEST_SUITE("e2e sync operators") {
         write_file(m.src + "/ro/gone", "v1\n");
         REQUIRE(::chmod((m.src + "/ro").c_str(), 0555) == 0);
         REQUIRE(m.sign().exit_status == 0);
-        REQUIRE(::chmod(m.dir.path().c_str(), 0755) == 0);
-        std::string home = m.dir / "nobody";
-        make_dirs(home);
-        REQUIRE(::chown(home.c_str(), 65534, 65534) == 0);
-        std::string key = home + "/key.asc";
-        write_file(key, read_file(m.keyring), 0644);
+        std::string home = m.nobody_home();
         std::string dest = home + "/dest";
-        auto as_nobody = [&] {
-            return run({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SSYNC_VERIFIER_BIN, "sync",
-                        "--from", m.pub, "--to", dest, "--keyring", key, "--state", home + "/state", "--no-owner"});
-        };
+        auto as_nobody = [&] { return m.sync_as_nobody(home, dest, home + "/state", {"--no-owner"}); };
         auto first = as_nobody();
         REQUIRE_MESSAGE(first.exit_status == 0, first.err);
         REQUIRE(::chmod((m.src + "/ro").c_str(), 0755) == 0);
@@ -764,18 +766,12 @@ TEST_SUITE("e2e sync operators") {
         if (::geteuid() != 0) return;  // needs root to become someone else
         Mirror m;
         REQUIRE(m.sign().exit_status == 0);
-        REQUIRE(::chmod(m.dir.path().c_str(), 0755) == 0);
-        std::string home = m.dir / "nobody";
-        make_dirs(home);
-        REQUIRE(::chown(home.c_str(), 65534, 65534) == 0);
-        std::string key = home + "/key.asc";
-        write_file(key, read_file(m.keyring), 0644);
+        std::string home = m.nobody_home();
         std::string root_state = m.dir / "root-state";  // root's, 0755: not writable by nobody
         make_dirs(root_state);
         REQUIRE(::chmod(root_state.c_str(), 0755) == 0);
         auto as_nobody = [&](const std::string& state) {
-            return run({"setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", SSYNC_VERIFIER_BIN, "sync",
-                        "--from", m.pub, "--to", home + "/dest", "--keyring", key, "--state", state, "--no-owner"});
+            return m.sync_as_nobody(home, home + "/dest", state, {"--no-owner"});
         };
         auto first = as_nobody(home + "/state");
         REQUIRE_MESSAGE(first.exit_status == 0, first.err);

@@ -182,9 +182,9 @@ TEST_SUITE("Collect") {
             // sign makes all 256 fan-out directories: an empty one gives way to the symlink.
             std::string fanout;
             for (int i = 0; i < 256 && fanout.empty(); ++i) {
-                char name[3];
-                std::snprintf(name, sizeof name, "%02x", i);
-                if (::rmdir((h.pub / (std::string("objects/") + name)).c_str()) == 0) fanout = name;
+                static const char hex[] = "0123456789abcdef";
+                const std::string name = {hex[i >> 4], hex[i & 15]};
+                if (::rmdir((h.pub / ("objects/" + name)).c_str()) == 0) fanout = name;
             }
             REQUIRE_FALSE(fanout.empty());
             REQUIRE(::symlink("/", (h.pub / ("objects/" + fanout)).c_str()) == 0);

@@ -12,16 +12,16 @@ namespace {
 
 int run_audit(const cli::Args& args) {
     if (args.positionals().size() != 1) {
-        return fail(args, Status(Code::usage, "audit takes exactly one DIR (see --help)"));
+        return cli::report_error(Status(Code::usage, "audit takes exactly one DIR (see --help)"));
     }
     const std::string& dir = args.positionals()[0];
     auto release = load_release(args);
-    if (!release) return fail(args, release.status());
+    if (!release) return cli::report_error(release.status());
     AuditOptions options;
     options.owners = args.has("ignore-owner") ? OwnerCheck::ignore : OwnerCheck::check;
     options.progress = stderr_is_terminal() && !args.has("json") && !args.has("quiet");
     auto diffs = audit_tree(dir, release->manifest, options);
-    if (!diffs) return fail(args, diffs.status());
+    if (!diffs) return cli::report_error(diffs.status());
     const Manifest& m = release->manifest;
     if (args.has("json")) {
         nlohmann::json list = nlohmann::json::array();

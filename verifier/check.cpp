@@ -10,9 +10,9 @@ namespace ssync::verifier {
 namespace {
 
 int run_check(const cli::Args& args) {
-    if (args.positionals().empty()) return fail(args, Status(Code::usage, "check needs at least one FILE"));
+    if (args.positionals().empty()) return cli::report_error(Status(Code::usage, "check needs at least one FILE"));
     auto release = load_release(args);
-    if (!release) return fail(args, release.status());
+    if (!release) return cli::report_error(release.status());
     auto results = check_files(args.positionals(), args.get("base"), release->manifest);
     bool all_ok = true;
     nlohmann::json list = nlohmann::json::array();

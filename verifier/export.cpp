@@ -34,13 +34,13 @@ std::string sha256sums(const Manifest& m) {
 int run_export(const cli::Args& args) {
     std::string format = args.get("format", "sha256sums");
     if (format != "sha256sums" && format != "manifest") {
-        return fail(args, Status(Code::usage, "--format: '" + format + "' is not one of sha256sums, manifest"));
+        return cli::report_error(Status(Code::usage, "--format: '" + format + "' is not one of sha256sums, manifest"));
     }
     auto release = load_release(args);
-    if (!release) return fail(args, release.status());
+    if (!release) return cli::report_error(release.status());
     std::string text = format == "sha256sums" ? sha256sums(release->manifest) : release->manifest_bytes;
     if (std::fwrite(text.data(), 1, text.size(), stdout) != text.size() || std::fflush(stdout) != 0) {
-        return fail(args, Status(Code::io, "standard output: write failed"));
+        return cli::report_error(Status(Code::io, "standard output: write failed"));
     }
     return 0;
 }

@@ -21,11 +21,6 @@ std::vector<cli::OptionSpec> release_options() {
     };
 }
 
-// cli::report_error knows whether the verb was given --json (the shared front end sets it, for
-// both programs and for command lines that do not parse), so the JSON error object is printed
-// in one place only.
-int fail(const cli::Args&, const Status& status) { return cli::report_error(status); }
-
 void print_json(const nlohmann::json& j) {
     std::string text = j.dump(2, ' ', false, nlohmann::json::error_handler_t::replace);
     std::printf("%s\n", text.c_str());

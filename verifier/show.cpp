@@ -11,10 +11,10 @@ namespace {
 
 int run_show(const cli::Args& args) {
     if (!args.positionals().empty()) {
-        return fail(args, Status(Code::usage, "unexpected argument '" + args.positionals()[0] + "'"));
+        return cli::report_error(Status(Code::usage, "unexpected argument '" + args.positionals()[0] + "'"));
     }
     auto release = load_release(args);
-    if (!release) return fail(args, release.status());
+    if (!release) return cli::report_error(release.status());
     const Manifest& m = release->manifest;
     std::size_t files = 0, dirs = 0, links = 0;
     for (const Entry& e : m.entries) {

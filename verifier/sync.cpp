@@ -17,11 +17,11 @@ namespace {
 
 int run_sync(const cli::Args& args) {
     if (!args.positionals().empty()) {
-        return fail(args, Status(Code::usage, "unexpected argument '" + args.positionals()[0] + "'"));
+        return cli::report_error(Status(Code::usage, "unexpected argument '" + args.positionals()[0] + "'"));
     }
     for (const char* required : {"from", "to", "keyring"}) {
         if (!args.has(required)) {
-            return fail(args, Status(Code::usage, std::string("--") + required + " is required (see --help)"));
+            return cli::report_error(Status(Code::usage, std::string("--") + required + " is required (see --help)"));
         }
     }
     SyncOptions options;
@@ -30,7 +30,7 @@ int run_sync(const cli::Args& args) {
     options.keyring = args.get("keyring");
     options.state_dir = args.get("state", StateStore::kDefaultDir);
     auto name = cli::release_name(args);
-    if (!name) return fail(args, name.status());
+    if (!name) return cli::report_error(name.status());
     options.name = *name;
     options.transport.ca_file = args.get("ca-file");
     options.extras = args.has("keep-extra") ? ExtraPolicy::keep : ExtraPolicy::remove;
@@ -39,25 +39,25 @@ int run_sync(const cli::Args& args) {
     if (options.atomic_tree && options.extras == ExtraPolicy::keep) {
         // The swapped-in tree is built from the manifest alone: what only DEST holds would be
         // gone with the old tree. Refused rather than silently deleting it.
-        return fail(args, Status(Code::usage, "--keep-extra and --atomic-tree cannot be combined: the new tree "
+        return cli::report_error(Status(Code::usage, "--keep-extra and --atomic-tree cannot be combined: the new tree "
                                               "is built from the release alone, so extra files would be lost"));
     }
     bool quiet = args.has("quiet") || args.has("json");
     options.progress = stderr_is_terminal() && !quiet;
     if (args.has("max-manifest-size")) {
         auto n = cli::parse_unsigned(args.get("max-manifest-size"), "--max-manifest-size");
-        if (!n) return fail(args, n.status());
+        if (!n) return cli::report_error(n.status());
         options.limits.max_bytes = *n;
     }
     if (args.has("timeout")) {
         auto n = cli::parse_duration(args.get("timeout"), "--timeout");
-        if (!n) return fail(args, n.status());
+        if (!n) return cli::report_error(n.status());
         options.transport.connect_timeout = std::max(1LL, *n);
         options.transport.low_speed_time = std::max(1LL, *n);
     }
     if (args.has("parallel")) {
         auto n = cli::parse_unsigned(args.get("parallel"), "--parallel");
-        if (!n || *n == 0 || *n > 64) return fail(args, Status(Code::usage, "--parallel: a number from 1 to 64"));
+        if (!n || *n == 0 || *n > 64) return cli::report_error(Status(Code::usage, "--parallel: a number from 1 to 64"));
         options.max_parallel = static_cast<int>(*n);
     }
     // Ownership needs root; as anyone else it is skipped with one warning, unless asked not to
@@ -73,7 +73,7 @@ int run_sync(const cli::Args& args) {
     }
     if (args.has("jitter")) {
         auto n = cli::parse_duration(args.get("jitter"), "--jitter");
-        if (!n) return fail(args, n.status());
+        if (!n) return cli::report_error(n.status());
         if (*n > 0) {
             std::random_device rd;
             std::uniform_int_distribution<long long> pick(0, *n * 1000);
@@ -83,7 +83,7 @@ int run_sync(const cli::Args& args) {
     options.now = static_cast<std::int64_t>(std::time(nullptr));
 
     auto result = sync_release(options);
-    if (!result) return fail(args, result.status());
+    if (!result) return cli::report_error(result.status());
     const SyncReport& r = *result;
     if (args.has("json")) {
         print_json({{"ok", true}, {"name", r.name}, {"serial", r.serial}, {"previous_serial", r.previous_serial},

@@ -19,9 +19,6 @@ cli::Command sync_command();
 std::vector<cli::OptionSpec> release_options();
 // Reads and verifies the release those options name.
 Result<VerifiedRelease> load_release(const cli::Args& args);
-// Reports an error: one line on stderr; with --json also {"ok": false, "error": ...} on stdout
-// (cli::report_error).
-int fail(const cli::Args& args, const Status& status);
 // Prints a JSON document on stdout.
 void print_json(const nlohmann::json& j);
 

@@ -581,15 +581,9 @@ void append_number(std::string& out, std::int64_t n) {
 }
 }  // namespace
 
-std::string write_manifest(const Manifest& m) {
-    // Appends in place: a manifest of 20,000 entries is written on every release and every
-    // sync, so no temporary string per field.
-    std::string out;
-    // Generous: pages of the reservation that are never written are never touched, while
-    // growing past it would copy megabytes into fresh memory.
-    std::size_t estimate = 256;
-    for (const Entry& e : m.entries) estimate += 224 + 2 * (e.path.size() + e.target.size()) + e.user.size() + e.group.size();
-    out.reserve(estimate);
+namespace {
+// What write_manifest() puts before the entries part.
+void append_manifest_header(std::string& out, const Manifest& m) {
     out += "{\n";
     out += "  \"format\": \"ssync-manifest\",\n";
     out += "  \"version\": ";
@@ -600,7 +594,50 @@ std::string write_manifest(const Manifest& m) {
     append_number(out, m.serial);
     out += ",\n  \"created\": \"" + format_rfc3339(m.created) + "\",\n";
     out += "  \"expires\": \"" + format_rfc3339(m.expires) + "\",\n";
-    out += "  \"entries\": [";
+}
+
+// The first bytes of the entries part, at the start of a line. JSON strings cannot hold a raw
+// line break, so in write_manifest()'s layout these bytes after a '\n' occur only here.
+constexpr std::string_view kEntriesPartStart = "  \"entries\": [";
+}  // namespace
+
+std::optional<std::size_t> find_entries_part(std::string_view bytes) {
+    std::string_view marker = "\n  \"entries\": [";
+    std::size_t at = bytes.find(marker);
+    if (at == std::string_view::npos) return std::nullopt;
+    return at + 1;
+}
+
+std::string rewrite_manifest_header(const Manifest& header, std::string_view bytes) {
+    auto at = find_entries_part(bytes);
+    if (!at) return {};
+    std::string out;
+    out.reserve(bytes.size() + 64);
+    append_manifest_header(out, header);
+    out.append(bytes.substr(*at));
+    return out;
+}
+
+Result<Manifest> parse_manifest_header(std::string_view bytes) {
+    auto at = find_entries_part(bytes);
+    if (!at) return bad("no \"entries\" line where ssync writes it");
+    std::string header(bytes.substr(0, *at));
+    header += kEntriesPartStart;
+    header += "]\n}\n";
+    return parse_manifest(header);
+}
+
+std::string write_manifest(const Manifest& m) {
+    // Appends in place: a manifest of 20,000 entries is written on every release and every
+    // sync, so no temporary string per field.
+    std::string out;
+    // Generous: pages of the reservation that are never written are never touched, while
+    // growing past it would copy megabytes into fresh memory.
+    std::size_t estimate = 256;
+    for (const Entry& e : m.entries) estimate += 224 + 2 * (e.path.size() + e.target.size()) + e.user.size() + e.group.size();
+    out.reserve(estimate);
+    append_manifest_header(out, m);
+    out += kEntriesPartStart;
     for (std::size_t i = 0; i < m.entries.size(); ++i) {
         const Entry& e = m.entries[i];
         out += i == 0 ? "\n    {\"path\": " : ",\n    {\"path\": ";

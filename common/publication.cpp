@@ -296,33 +296,68 @@ Status replace_with_link(FileSystem& fs, int from_dir, const char* from_name, in
 }
 
 // What the publication held when this run began, read beside the walk.
+// A manifest of the publication's own: its bytes and its header (name, serial, dates). The
+// entries, megabytes of JSON that take ~0.1 s to parse for 20,000 files, are parsed only when
+// a run needs them, which a re-sign of an unchanged tree does not.
+struct OwnManifest {
+    std::string display;
+    // Mapped, not read: only ssync replaces it, by rename, so the bytes never change under us;
+    // and mapping page-cache pages costs far less than copying megabytes into fresh memory.
+    std::shared_ptr<const MappedFile> mapped;
+    std::string_view bytes;
+    Manifest header;  // no entries
+
+    // The whole manifest, parsed on first use (by the publishing thread only).
+    Result<const Manifest*> entries() const {
+        if (!full_) {
+            auto m = parse_manifest(bytes);
+            if (!m) return m.status().with_context(display);
+            full_ = std::move(m).value();
+        }
+        return &*full_;
+    }
+
+    static Result<OwnManifest> read(int dirfd, const char* name, std::string display) {
+        OwnManifest m;
+        SSYNC_ASSIGN_OR_RETURN(MappedFile mapped, MappedFile::open(dirfd, name, ManifestLimits{}.max_bytes, display));
+        m.mapped = std::make_shared<const MappedFile>(std::move(mapped));
+        m.bytes = m.mapped->bytes();
+        m.display = std::move(display);
+        if (auto header = parse_manifest_header(m.bytes)) {
+            m.header = std::move(header).value();
+            return m;
+        }
+        // Not in write_manifest()'s layout (or damaged): parsed whole, which says what is wrong.
+        SSYNC_RETURN_IF_ERROR(m.entries().status());
+        m.header = *m.full_;
+        m.header.entries.clear();
+        return m;
+    }
+
+private:
+    mutable std::optional<Manifest> full_;
+};
+
 struct Before {
     // The current release: the one `latest` names (releases/N/manifest.json is the release
     // itself), or without that the top-level manifest.json. Its name must match the new one;
     // files of the same path and size are probably unchanged.
-    std::optional<Manifest> current;
+    std::optional<OwnManifest> current;
     // What tree/ was last brought to: the top-level manifest.json, switched just before tree/
     // is updated. Usually the same file as `current`; an older release after a run that failed
     // between `latest` and the top-level pair; none when it was removed.
-    std::optional<Manifest> tree_only;  // when it is another file than `current`'s
+    std::optional<OwnManifest> tree_only;  // when it is another file than `current`'s
     bool tree_is_current = false;
     // The highest serial the publication has published or started: `latest`, every
     // releases/N, and the manifests above. The next release must be above it, so that no
     // serial a mirror may have applied is ever signed again with other bytes.
     std::uint64_t highest = 0;
 
-    const Manifest* tree_basis() const {
+    const OwnManifest* tree_basis() const {
         if (tree_is_current) return current ? &*current : nullptr;
         return tree_only ? &*tree_only : nullptr;
     }
 };
-
-Result<Manifest> read_manifest_at(int dirfd, const char* name, const std::string& display) {
-    SSYNC_ASSIGN_OR_RETURN(std::string bytes, read_file_bounded(dirfd, name, ManifestLimits{}.max_bytes, display));
-    auto m = parse_manifest(bytes);
-    if (!m) return m.status().with_context(display);
-    return std::move(m).value();
-}
 
 Result<Before> read_before(int pub_fd) {
     Before b;
@@ -361,9 +396,9 @@ Result<Before> read_before(int pub_fd) {
             if (errno == ELOOP || errno == ENOTDIR) return not_a_directory(layout::release_dir(*latest));
             if (errno != ENOENT) return errno_status(layout::release_dir(*latest));
         } else if (::fstatat(release.get(), layout::kManifest, &current_st, AT_SYMLINK_NOFOLLOW) == 0) {
-            SSYNC_ASSIGN_OR_RETURN(Manifest m, read_manifest_at(release.get(), layout::kManifest, display));
-            if (m.serial != *latest) {
-                return Status(Code::bad_manifest, display + ": holds serial " + std::to_string(m.serial) +
+            SSYNC_ASSIGN_OR_RETURN(OwnManifest m, OwnManifest::read(release.get(), layout::kManifest, display));
+            if (m.header.serial != *latest) {
+                return Status(Code::bad_manifest, display + ": holds serial " + std::to_string(m.header.serial) +
                                                       ", but latest names " + std::to_string(*latest));
             }
             b.current = std::move(m);
@@ -377,8 +412,8 @@ Result<Before> read_before(int pub_fd) {
         if (b.current && top_st.st_dev == current_st.st_dev && top_st.st_ino == current_st.st_ino) {
             b.tree_is_current = true;  // the usual case: a second name of the release's file
         } else {
-            SSYNC_ASSIGN_OR_RETURN(Manifest m, read_manifest_at(pub_fd, layout::kManifest,
-                                                                "previous manifest.json in the publication"));
+            SSYNC_ASSIGN_OR_RETURN(OwnManifest m, OwnManifest::read(pub_fd, layout::kManifest,
+                                                                     "previous manifest.json in the publication"));
             if (b.current) {
                 b.tree_only = std::move(m);
             } else {
@@ -389,8 +424,8 @@ Result<Before> read_before(int pub_fd) {
     } else if (errno != ENOENT) {
         return errno_status(layout::kManifest);
     }
-    if (b.current) b.highest = std::max(b.highest, b.current->serial);
-    if (b.tree_only) b.highest = std::max(b.highest, b.tree_only->serial);
+    if (b.current) b.highest = std::max(b.highest, b.current->header.serial);
+    if (b.tree_only) b.highest = std::max(b.highest, b.tree_only->header.serial);
     return b;
 }
 
@@ -576,6 +611,101 @@ struct Outcome {
         se.stat = stat;
     }
 };
+
+// What the signer remembers of the last release it made (PUB/.ssync-signer/last-release):
+// its serial, the SHA-256 of its manifest and the stamp of the walk that made it. When the
+// next walk gives the same stamp, nothing the manifest describes has changed (tree_stamp()
+// covers every path, type, mode, owner, target and file stat; a change of content changes at
+// least a ctime), and the release is made from the previous manifest's entries part with a
+// new header: no entries are built, written or checked again. Like the stat cache it only
+// saves work: a missing, damaged or outdated record means the whole way is taken.
+struct LastRelease {
+    static constexpr const char* kFile = "last-release";
+    std::uint64_t serial = 0;
+    std::string manifest_sha256;
+    std::string tree_stamp;
+
+    std::string format() const {
+        return "ssync-signer last-release 1\nserial " + std::to_string(serial) + "\nmanifest " + manifest_sha256 +
+               "\ntree " + tree_stamp + "\n";
+    }
+    static std::optional<LastRelease> load(int signer_fd) {
+        auto text = read_file_prefix(signer_fd, kFile, 512, kFile);
+        if (!text) return std::nullopt;
+        LastRelease r;
+        std::string_view s = *text;
+        auto line = [&s](std::string_view key) -> std::optional<std::string_view> {
+            if (s.substr(0, key.size()) != key) return std::nullopt;
+            auto end = s.find('\n');
+            if (end == std::string_view::npos) return std::nullopt;
+            std::string_view value = s.substr(key.size(), end - key.size());
+            s.remove_prefix(end + 1);
+            return value;
+        };
+        if (!line("ssync-signer last-release 1")) return std::nullopt;
+        auto serial = line("serial ");
+        auto manifest = line("manifest ");
+        auto tree = line("tree ");
+        if (!serial || !manifest || !tree || !s.empty()) return std::nullopt;
+        auto n = layout::parse_serial(*serial);
+        if (!n || manifest->size() != 64 || tree->size() != 64 || !is_lower_hex(*manifest) || !is_lower_hex(*tree)) {
+            return std::nullopt;
+        }
+        r.serial = *n;
+        r.manifest_sha256 = *manifest;
+        r.tree_stamp = *tree;
+        return r;
+    }
+};
+
+// Whether `current` may lend its entries part to the next release: it is the release the
+// record describes, the one `latest` names and tree/ was brought to, nothing above it was
+// started, and every object its files need is in objects/ (the digests are read straight
+// from the entries part: `"sha256": "` occurs only as a key, as a string holding it would
+// have its quotes escaped).
+bool may_reuse(const LastRelease& last, const Before& before, const ObjectSet& objects) {
+    if (!before.current || !before.tree_is_current || before.highest != last.serial ||
+        before.current->header.serial != last.serial || sha256_hex(before.current->bytes) != last.manifest_sha256) {
+        return false;
+    }
+    std::string_view bytes = before.current->bytes;
+    auto at = find_entries_part(bytes);
+    if (!at) return false;
+    constexpr std::string_view key = "\"sha256\": \"";
+    for (std::size_t pos = bytes.find(key, *at); pos != std::string_view::npos; pos = bytes.find(key, pos)) {
+        pos += key.size();
+        if (!objects.has(bytes.substr(pos, 64))) return false;
+    }
+    return true;
+}
+
+// Writes releases/N (manifest and signature), then switches `latest` and the top-level pair
+// to it. The serial is above every name in releases/ (read_before), so releases/N is a new
+// directory: sign never removes or rewrites a release, above all not the one `latest` names.
+Status write_release(FileSystem& fs, int pub_fd, const std::string& publication, std::uint64_t serial,
+                     std::string_view bytes, std::string_view signature) {
+    std::string release = layout::release_dir(serial);
+    std::string serial_name = std::to_string(serial);
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd releases_fd, own_dir(fs, pub_fd, layout::kReleases, layout::kReleases, false));
+    if (fs.mkdirat(releases_fd.get(), serial_name.c_str(), 0755) != 0) {
+        if (errno == EEXIST) return Status(Code::bad_manifest, release + ": exists already; a release is never rewritten");
+        return errno_status(release);
+    }
+    UniqueFd release_fd(fs.openat(releases_fd.get(), serial_name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0));
+    if (!release_fd) return errno_status(release);
+    SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, release_fd.get(), layout::kManifest, bytes, 0644,
+                                            release + "/" + layout::kManifest));
+    SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, release_fd.get(), layout::kSignature, signature,
+                                            0644, release + "/" + layout::kSignature));
+    SSYNC_RETURN_IF_ERROR(sync_dir(fs, releases_fd.get(), layout::kReleases));
+    // The switch: from here on, readers that follow `latest` get the new release.
+    SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, pub_fd, layout::kLatest, serial_name + "\n", 0644, layout::kLatest));
+    // The top-level pair is the release's pair again: second names for the same files.
+    for (const char* name : {layout::kSignature, layout::kManifest}) {
+        SSYNC_RETURN_IF_ERROR(replace_with_link(fs, release_fd.get(), name, pub_fd, name));
+    }
+    return sync_dir(fs, pub_fd, publication);
+}
 }  // namespace
 
 Result<std::optional<std::string>> read_current_manifest(int pub_fd) {
@@ -642,13 +772,20 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     };
     PublishStats::Phases phases;
 
+    // A record of the last release: the walk will probably confirm it (see LastRelease).
+    std::optional<LastRelease> last = options.rehash ? std::nullopt : LastRelease::load(signer_fd.get());
+
     // The stat cache tells the hashers which files the publication probably holds: it is flat
-    // and small, read beside the walk. The previous manifest (megabytes of JSON) is needed only
-    // once the walk is over; it is parsed meanwhile.
+    // and small, read beside the walk; with a record of the last release, only if the walk
+    // finds changes. The previous manifest is read meanwhile (its header only).
     std::shared_future<StatCache> cache_future =
-        std::async(std::launch::async, [&] { return StatCache::load(signer_fd.get(), kCacheFile); }).share();
-    auto previous_future = std::async(std::launch::async, [&] { return read_before(pub_fd.get()); });
-    auto objects_future = std::async(std::launch::async, [&] { return ObjectSet::list(pub_fd.get()); });
+        std::async(last ? std::launch::deferred : std::launch::async, [&] {
+            return StatCache::load(signer_fd.get(), kCacheFile);
+        }).share();
+    std::shared_future<Result<Before>> before_future =
+        std::async(std::launch::async, [&] { return read_before(pub_fd.get()); }).share();
+    std::shared_future<Result<ObjectSet>> objects_future =
+        std::async(std::launch::async, [&] { return ObjectSet::list(pub_fd.get()); }).share();
 
     auto preflight_failed = [&]() -> std::optional<Status> {
         if (!options.preflight.valid() ||
@@ -728,13 +865,19 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
         batch.clear();
         batch_bytes = 0;
     };
+    auto add_to_batch = [&](const ScannedEntry& se) {
+        batch.push_back(FoundFile{se.found, se.entry.path, se.stat});
+        batch_bytes += se.entry.size;
+        if (batch.size() >= kBatchFiles || batch_bytes >= kBatchBytes) send_batch();
+    };
+    // With a record of the last release the walk probably confirms it (the cron case), and
+    // then no file needs looking up: they are settled after the walk, if it does not.
+    const bool settle_beside_walk = !last;
     ScanOptions scan_options;
     scan_options.special = options.special;
     scan_options.on_file = [&](const ScannedEntry& se) {
         progress.set_totals(++files_found, bytes_found += se.entry.size);
-        batch.push_back(FoundFile{se.found, se.entry.path, se.stat});
-        batch_bytes += se.entry.size;
-        if (batch.size() >= kBatchFiles || batch_bytes >= kBatchBytes) send_batch();
+        if (settle_beside_walk) add_to_batch(se);
     };
     auto scanned_result = scan_tree(src_fd.get(), scan_options);
     if (scanned_result) {
@@ -742,8 +885,15 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     } else {
         early.cancel();
     }
-    Status early_status = early.finish();
+    Status early_status = settle_beside_walk ? early.finish() : Status::ok();
     SSYNC_ASSIGN_OR_RETURN(std::vector<ScannedEntry> scanned, std::move(scanned_result));
+    // Of the walk, before what is hashed below updates any file's stat.
+    std::string stamp = tree_stamp(scanned);
+    auto record_last_release = [&](std::uint64_t serial, const std::string& manifest_sha256) {
+        // Best effort, like the stat cache: without it the next run takes the whole way.
+        LastRelease now{serial, manifest_sha256, stamp};
+        (void)write_file_atomic(fs, signer_fd.get(), LastRelease::kFile, now.format(), 0600, LastRelease::kFile);
+    };
     for (const ScannedEntry& se : scanned) {
         // Said before anything is stored, in the manifest's terms, rather than as the kernel's
         // "File name too long" about a line of kilobytes when the file is opened.
@@ -752,8 +902,9 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
                                         std::to_string(kMaxPathBytes) + " bytes, more than a manifest may hold");
         }
     }
-    SSYNC_ASSIGN_OR_RETURN(Before before, previous_future.get());
-    std::optional<Manifest>& previous = before.current;
+    if (!before_future.get()) return before_future.get().status();
+    const Before& before = before_future.get().value();
+    const Manifest* previous = before.current ? &before.current->header : nullptr;
     if (auto failed = preflight_failed()) return *failed;
     SSYNC_RETURN_IF_ERROR(early_status);
     Manifest next;
@@ -783,6 +934,48 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     }
     next.created = options.now;
     next.expires = options.now + options.valid_for;
+
+    PublishResult result;
+    auto count_entries = [&] {
+        for (const ScannedEntry& se : scanned) {
+            switch (se.entry.type) {
+                case EntryType::file:
+                    result.stats.files++;
+                    result.stats.bytes += se.entry.size;
+                    break;
+                case EntryType::dir: result.stats.dirs++; break;
+                case EntryType::symlink: result.stats.symlinks++; break;
+            }
+        }
+    };
+    if (last && stamp == last->tree_stamp && objects_future.get() && may_reuse(*last, before, *objects_future.get())) {
+        // Nothing changed since the last release: it is made again with a new header.
+        phases.scan = lap();
+        SSYNC_RETURN_IF_ERROR(store.prepare());  // removes what a run that died left in objects/tmp
+        count_entries();
+        result.stats.files_cached = result.stats.files;
+        result.stats.reused_entries = true;
+        std::string bytes = rewrite_manifest_header(next, before.current->bytes);
+        if (options.preflight.valid()) SSYNC_RETURN_IF_ERROR(options.preflight.get());
+        SSYNC_ASSIGN_OR_RETURN(std::string signature, sign(bytes));
+        phases.sign = lap();
+        SSYNC_RETURN_IF_ERROR(write_release(fs, pub_fd.get(), publication, next.serial, bytes, signature));
+        result.manifest_sha256 = sha256_hex(bytes);
+        record_last_release(next.serial, result.manifest_sha256);
+        phases.write = lap();
+        result.stats.phases = phases;
+        result.header = std::move(next);
+        result.manifest_bytes = std::move(bytes);
+        result.scanned = std::move(scanned);
+        return result;
+    }
+    if (!settle_beside_walk) {
+        for (const ScannedEntry& se : scanned) {
+            if (se.entry.type == EntryType::file && !se.special) add_to_batch(se);
+        }
+        send_batch();
+        SSYNC_RETURN_IF_ERROR(early.finish());
+    }
     phases.scan = lap();
 
     // Whether the publication holds an object: what objects/ held when the run began. What
@@ -796,7 +989,6 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     std::vector<Outcome> by_found(files_found);
     for (auto& [found, o] : outcomes) by_found[found] = std::move(o);
     outcomes = {};
-    PublishResult result;
     struct ToStore {
         std::size_t index;
         bool known_new;  // hashed in phase one and not held: no need to hash before storing
@@ -829,6 +1021,11 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
         return scanned[a.index].entry.size > scanned[b.index].entry.size;
     });
     SSYNC_RETURN_IF_ERROR(store.prepare());
+    // Files the stat cache did not settle are compared with the previous release by path.
+    const Manifest* previous_entries = nullptr;
+    if (before.current && std::any_of(files.begin(), files.end(), [](const ToStore& f) { return !f.known_new; })) {
+        SSYNC_ASSIGN_OR_RETURN(previous_entries, before.current->entries());
+    }
     std::atomic<std::uint64_t> hashed{0}, bytes_hashed{0};
     Status st = parallel_for(files.size(), options.threads, [&](std::size_t k) -> Status {
         if (auto failed = preflight_failed()) return *failed;
@@ -838,7 +1035,7 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
         struct stat now;
         SSYNC_ASSIGN_OR_RETURN(UniqueFd fd, open_found(e.path, display, se.stat.ino, now));
         FileDigest digest;
-        const Entry* old = previous && !files[k].known_new ? previous->find(e.path) : nullptr;
+        const Entry* old = previous_entries && !files[k].known_new ? previous_entries->find(e.path) : nullptr;
         if (old && old->type == EntryType::file && old->size == e.size) {
             // Probably unchanged (no stat cache told us so): hash without writing, and store
             // only if the object is new.
@@ -865,15 +1062,11 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     result.stats.bytes_hashed += bytes_hashed;
     result.stats.objects_stored = store.objects_stored_;
     result.stats.bytes_stored = store.bytes_stored_;
+    count_entries();
     next.entries.reserve(scanned.size());
     std::vector<FileStat> stats;
     stats.reserve(scanned.size());
     for (ScannedEntry& se : scanned) {
-        switch (se.entry.type) {
-            case EntryType::file: result.stats.files++; break;
-            case EntryType::dir: result.stats.dirs++; break;
-            case EntryType::symlink: result.stats.symlinks++; break;
-        }
         next.entries.push_back(std::move(se.entry));
         stats.push_back(se.stat);
     }
@@ -898,38 +1091,32 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     SSYNC_ASSIGN_OR_RETURN(std::string signature, sign(bytes));
     phases.sign = lap();
 
-    std::string release = layout::release_dir(next.serial);
-    std::string serial_name = std::to_string(next.serial);
-    SSYNC_ASSIGN_OR_RETURN(UniqueFd releases_fd, own_dir(fs, pub_fd.get(), layout::kReleases, layout::kReleases, false));
-    // The serial is above every name in releases/ (read_before), so this is a new directory;
-    // sign never removes or rewrites a release, above all not the one `latest` names.
-    if (fs.mkdirat(releases_fd.get(), serial_name.c_str(), 0755) != 0) {
-        if (errno == EEXIST) return Status(Code::bad_manifest, release + ": exists already; a release is never rewritten");
-        return errno_status(release);
+    SSYNC_RETURN_IF_ERROR(write_release(fs, pub_fd.get(), publication, next.serial, bytes, signature));
+    const OwnManifest* basis = before.tree_basis();
+    // tree/ is at the previous release already when the entries are the same (a --rehash of
+    // an unchanged tree): nothing to compare, and the previous entries need no parse.
+    auto basis_at = basis ? find_entries_part(basis->bytes) : std::nullopt;
+    auto next_at = find_entries_part(bytes);
+    bool same_entries = basis_at && next_at && basis->bytes.substr(*basis_at) == std::string_view(bytes).substr(*next_at);
+    struct stat tree_st;
+    if (!same_entries || ::fstatat(pub_fd.get(), layout::kTree, &tree_st, AT_SYMLINK_NOFOLLOW) != 0 ||
+        !S_ISDIR(tree_st.st_mode)) {
+        const Manifest* basis_entries = nullptr;
+        if (basis) {
+            SSYNC_ASSIGN_OR_RETURN(basis_entries, basis->entries());
+        }
+        SSYNC_RETURN_IF_ERROR(update_tree(fs, pub_fd.get(), store, basis_entries, next));
     }
-    UniqueFd release_fd(fs.openat(releases_fd.get(), serial_name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW, 0));
-    if (!release_fd) return errno_status(release);
-    SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, release_fd.get(), layout::kManifest, bytes, 0644,
-                                            release + "/" + layout::kManifest));
-    SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, release_fd.get(), layout::kSignature, signature,
-                                            0644, release + "/" + layout::kSignature));
-    SSYNC_RETURN_IF_ERROR(sync_dir(fs, releases_fd.get(), layout::kReleases));
-    // The switch: from here on, readers that follow `latest` get the new release.
-    SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, pub_fd.get(), layout::kLatest,
-                                            std::to_string(next.serial) + "\n", 0644, layout::kLatest));
-    // The top-level pair is the release's pair again: second names for the same files.
-    for (const char* name : {layout::kSignature, layout::kManifest}) {
-        SSYNC_RETURN_IF_ERROR(replace_with_link(fs, release_fd.get(), name, pub_fd.get(), name));
-    }
-    SSYNC_RETURN_IF_ERROR(sync_dir(fs, pub_fd.get(), publication));
-    SSYNC_RETURN_IF_ERROR(update_tree(fs, pub_fd.get(), store, before.tree_basis(), next));
     cache_written.wait();
+    result.manifest_sha256 = sha256_hex(bytes);
+    record_last_release(next.serial, result.manifest_sha256);
 
     phases.write = lap();
     result.stats.phases = phases;
-    result.manifest_sha256 = sha256_hex(bytes);
-    result.manifest = std::move(next);
-    result.previous = std::move(previous);
+    result.manifest_bytes = std::move(bytes);
+    result.entries = std::move(next.entries);
+    next.entries = {};
+    result.header = std::move(next);
     return result;
 }
 }  // namespace

@@ -150,6 +150,10 @@ std::string tree_stamp(const std::vector<ScannedEntry>& entries) {
         }
         line += '\0';
         line += e.target;
+        line += '\0';
+        line += e.user;
+        line += '\0';
+        line += e.group;
         line += '\n';
         h.update(line);
     }

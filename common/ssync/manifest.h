@@ -57,6 +57,20 @@ Result<Manifest> parse_manifest(std::string_view bytes, const ManifestLimits& li
 // Precondition: the manifest would pass check_manifest().
 std::string write_manifest(const Manifest& manifest);
 
+// write_manifest() lays a manifest out as a header ("format" to "expires", a line each) and
+// the entries part (from the line `  "entries": [` to the end). A signer re-signing an
+// unchanged tree keeps the entries part of its previous manifest and writes a new header:
+// the same bytes write_manifest() would give, without building 20,000 entries again.
+//
+// Where the entries part of bytes in that layout begins; nullopt when there is no such line.
+std::optional<std::size_t> find_entries_part(std::string_view bytes);
+// `header`'s name, serial and dates written as write_manifest() does, followed by the entries
+// part of `bytes` (empty when `bytes` has none). `header.entries` is not read.
+std::string rewrite_manifest_header(const Manifest& header, std::string_view bytes);
+// Parses the header of bytes in write_manifest()'s layout, as strictly as parse_manifest()
+// does; the result has no entries. For reading a publication's own previous manifest cheaply.
+Result<Manifest> parse_manifest_header(std::string_view bytes);
+
 // The rules parse_manifest() enforces beyond syntax: name, path safety, order, parents, types.
 Status check_manifest(const Manifest& manifest);
 

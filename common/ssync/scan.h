@@ -53,7 +53,7 @@ struct ScanOptions {
 // the path.
 Result<std::vector<ScannedEntry>> scan_tree(int root_fd, const ScanOptions& options = {});
 
-// A digest of everything a scan saw: paths, types, modes, owners, symlink targets, and the
+// A digest of everything a scan saw: paths, types, modes, owners (ids and names), symlink targets, and the
 // files' full stat data (size, mtime, ctime, inode, device). Equal stamps mean nothing
 // observable changed; any edit changes at least a ctime.
 std::string tree_stamp(const std::vector<ScannedEntry>& entries);

@@ -17,6 +17,15 @@ namespace {
 // stand-in that is still bound to the bytes lets the layout be checked on its own.
 Result<std::string> fake_sign(std::string_view bytes) { return "SIG " + sha256_hex(bytes); }
 
+// The entry at `path` of the release a publish() call made (nullopt if there is none), read
+// from the bytes it signed.
+std::optional<Entry> entry_of(const PublishResult& r, std::string_view path) {
+    auto m = parse_manifest(r.manifest_bytes);
+    REQUIRE(m.is_ok());
+    const Entry* e = m->find(path);
+    return e ? std::optional<Entry>(*e) : std::nullopt;
+}
+
 PublishOptions options(std::int64_t now = 1700000000) {
     PublishOptions o;
     o.name = "site";
@@ -96,7 +105,7 @@ TEST_SUITE("Publication") {
         make_source(src.path());
         auto r = publish(src.path(), pub.path(), options(), fake_sign);
         REQUIRE(r.is_ok());
-        CHECK(r->manifest.serial == 1);
+        CHECK(r->header.serial == 1);
         CHECK(r->stats.files == 3);
         CHECK(r->stats.objects_stored == 2);  // index.html and copy.html share one object
         CHECK(test::read_file(pub / "latest") == "1\n");
@@ -115,7 +124,7 @@ TEST_SUITE("Publication") {
         CHECK(inode(pub / "tree/copy.html") == inode(object));
         CHECK(test::read_file(pub / "tree/bin/tool") == "#!/bin/sh\necho tool\n");
         CHECK_FALSE(test::exists(pub / "tree/home.html"));
-        const Entry* tool = r->manifest.find("bin/tool");
+        std::optional<Entry> tool = entry_of(*r, "bin/tool");
         REQUIRE(tool);
         CHECK(tool->mode == 0755);
     }
@@ -126,7 +135,7 @@ TEST_SUITE("Publication") {
         REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
         auto second = publish(src.path(), pub.path(), options(), fake_sign);
         REQUIRE(second.is_ok());
-        CHECK(second->manifest.serial == 2);
+        CHECK(second->header.serial == 2);
         PublishOptions o = options();
         o.serial = 2;
         auto low = publish(src.path(), pub.path(), o, fake_sign);
@@ -144,7 +153,7 @@ TEST_SUITE("Publication") {
         o.name = "x";
         auto explicit_serial = publish(src.path(), pub2.path(), o, fake_sign);
         REQUIRE(explicit_serial.is_ok());
-        CHECK(explicit_serial->manifest.serial == 40);
+        CHECK(explicit_serial->header.serial == 40);
     }
 
     // Found by an adversarial test run: a sign that failed after switching `latest` to N left
@@ -168,7 +177,7 @@ TEST_SUITE("Publication") {
         REQUIRE(::rmdir((pub / "manifest.json.asc").c_str()) == 0);
         auto ok = publish(src.path(), pub.path(), options(1700000004), fake_sign);
         REQUIRE_MESSAGE(ok.is_ok(), ok.status().message());
-        CHECK(ok->manifest.serial == 4);
+        CHECK(ok->header.serial == 4);
         CHECK(test::read_file(pub / "latest") == "4\n");
         CHECK(test::read_file(pub / "releases/2/manifest.json") == release2);
         // tree/ was still at release 1 (updated after the top-level pair): it catches up,
@@ -196,7 +205,7 @@ TEST_SUITE("Publication") {
         CHECK(renamed.status().code() == Code::usage);
         auto r = publish(src.path(), pub.path(), options(1700000003), fake_sign);
         REQUIRE_MESSAGE(r.is_ok(), r.status().message());
-        CHECK(r->manifest.serial == 3);
+        CHECK(r->header.serial == 3);
         CHECK(test::read_file(pub / "latest") == "3\n");
         CHECK(test::read_file(pub / "releases/1/manifest.json") == release1);
         CHECK(test::read_file(pub / "releases/2/manifest.json") == release2);
@@ -219,7 +228,7 @@ TEST_SUITE("Publication") {
         REQUIRE(::unlink((pub / "latest").c_str()) == 0);
         auto next = publish(src.path(), pub.path(), options(1700000005), fake_sign);
         REQUIRE_MESSAGE(next.is_ok(), next.status().message());
-        CHECK(next->manifest.serial == 8);
+        CHECK(next->header.serial == 8);
         CHECK(test::read_file(pub / "releases/7/manifest.json") == "half-written");
         CHECK(test::read_file(pub / "latest") == "8\n");
     }
@@ -237,7 +246,7 @@ TEST_SUITE("Publication") {
         auto changed = publish(src.path(), pub.path(), options(), fake_sign);
         REQUIRE(changed.is_ok());
         CHECK(changed->stats.files_hashed == 1);
-        CHECK(changed->manifest.find("index.html")->sha256 == sha256_hex("<h1>ho</h1>"));
+        CHECK(entry_of(*changed, "index.html")->sha256 == sha256_hex("<h1>ho</h1>"));
         CHECK(test::read_file(pub / "tree/index.html") == "<h1>ho</h1>");
         PublishOptions o = options();
         o.rehash = true;
@@ -245,6 +254,131 @@ TEST_SUITE("Publication") {
         REQUIRE(rehash.is_ok());
         CHECK(rehash->stats.files_hashed == 3);
         CHECK(rehash->stats.objects_stored == 0);
+    }
+
+    // The cron case: an unchanged tree re-signed to renew its expiry. The release is made from
+    // the last one's entries with a new header (LastRelease in publication.cpp); it must be
+    // byte for byte what building the manifest whole gives.
+    TEST_CASE("an unchanged tree is re-signed from the last release's entries, as building them would") {
+        test::TempDir src, pub, whole;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        auto again = publish(src.path(), pub.path(), options(1700000100), fake_sign);
+        REQUIRE(again.is_ok());
+        CHECK(again->stats.reused_entries);
+        CHECK(again->header.serial == 2);
+        CHECK(again->header.expires == 1700000100 + 7 * 86400);
+        CHECK(again->stats.files == 3);
+        CHECK(again->stats.dirs == 1);
+        CHECK(again->stats.symlinks == 1);
+        CHECK(again->stats.bytes == 2 * 11 + 20);
+        CHECK(again->stats.files_cached == 3);
+        std::string bytes = test::read_file(pub / "releases/2/manifest.json");
+        CHECK(bytes == again->manifest_bytes);
+        CHECK(test::read_file(pub / "manifest.json") == bytes);
+        CHECK(test::read_file(pub / "manifest.json.asc") == *fake_sign(bytes));
+        CHECK(test::read_file(pub / "latest") == "2\n");
+        CHECK(again->manifest_sha256 == sha256_hex(bytes));
+        PublishOptions o = options(1700000100);
+        o.serial = 2;
+        REQUIRE(publish(src.path(), whole.path(), o, fake_sign).is_ok());
+        CHECK(test::read_file(whole / "manifest.json") == bytes);
+        // And again: the record follows the releases.
+        auto third = publish(src.path(), pub.path(), options(1700000200), fake_sign);
+        REQUIRE(third.is_ok());
+        CHECK(third->stats.reused_entries);
+        CHECK(third->header.serial == 3);
+    }
+
+    TEST_CASE("a change since the last release, or a record that does not fit, is published the whole way") {
+        struct Case {
+            const char* what;
+            std::function<void(const std::string& src, const std::string& pub)> change;
+        };
+        std::vector<Case> cases = {
+            {"a mode", [](const std::string& src, const std::string&) {
+                 REQUIRE(::chmod((src + "/bin/tool").c_str(), 0700) == 0);
+             }},
+            {"a new empty directory", [](const std::string& src, const std::string&) {
+                 REQUIRE(::mkdir((src + "/empty").c_str(), 0755) == 0);
+             }},
+            {"an mtime", [](const std::string& src, const std::string&) {
+                 struct timespec times[2] = {{0, UTIME_OMIT}, {1600000000, 0}};
+                 REQUIRE(::utimensat(AT_FDCWD, (src + "/index.html").c_str(), times, 0) == 0);
+             }},
+            {"a rename", [](const std::string& src, const std::string&) {
+                 REQUIRE(::rename((src + "/copy.html").c_str(), (src + "/copy2.html").c_str()) == 0);
+             }},
+            {"a symlink target", [](const std::string& src, const std::string&) {
+                 REQUIRE(::unlink((src + "/home.html").c_str()) == 0);
+                 REQUIRE(::symlink("copy.html", (src + "/home.html").c_str()) == 0);
+             }},
+            {"a damaged record", [](const std::string&, const std::string& pub) {
+                 test::write_file(pub + "/.ssync-signer/last-release", "ssync-signer last-release 1\nserial 1\n");
+             }},
+            {"a record of another manifest", [](const std::string&, const std::string& pub) {
+                 std::string r = test::read_file(pub + "/.ssync-signer/last-release");
+                 auto at = r.find("manifest ") + 9;
+                 r[at] = r[at] == '0' ? '1' : '0';
+                 test::write_file(pub + "/.ssync-signer/last-release", r);
+             }},
+            {"no top-level manifest (tree/ not known to be at the last release)",
+             [](const std::string&, const std::string& pub) {
+                 REQUIRE(::unlink((pub + "/manifest.json").c_str()) == 0);
+             }},
+            {"an object missing", [](const std::string&, const std::string& pub) {
+                 REQUIRE(::unlink((pub + "/" + layout::object_path(sha256_hex("<h1>hi</h1>"))).c_str()) == 0);
+             }},
+        };
+        for (const Case& c : cases) {
+            CAPTURE(c.what);
+            test::TempDir src, pub, whole;
+            make_source(src.path());
+            REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+            c.change(src.path(), pub.path());
+            auto r = publish(src.path(), pub.path(), options(1700000100), fake_sign);
+            REQUIRE(r.is_ok());
+            CHECK_FALSE(r->stats.reused_entries);
+            CHECK(r->header.serial == 2);
+            PublishOptions o = options(1700000100);
+            o.serial = 2;
+            REQUIRE(publish(src.path(), whole.path(), o, fake_sign).is_ok());
+            CHECK(test::read_file(pub / "manifest.json") == test::read_file(whole / "manifest.json"));
+            CHECK(test::read_file(pub / "tree/index.html") == "<h1>hi</h1>");
+            CHECK(test::exists(pub / layout::object_path(sha256_hex("<h1>hi</h1>"))));
+            // The next run finds the record of this one.
+            auto next = publish(src.path(), pub.path(), options(1700000200), fake_sign);
+            REQUIRE(next.is_ok());
+            CHECK(next->stats.reused_entries);
+        }
+    }
+
+    TEST_CASE("re-signing an unchanged tree: a failed signature, another --name, a lower --serial change nothing") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        std::string before = test::read_file(pub / "manifest.json");
+        std::string record = test::read_file(pub / ".ssync-signer/last-release");
+        auto failed = publish(src.path(), pub.path(), options(), [](std::string_view) -> Result<std::string> {
+            return Status(Code::untrusted, "key ABC: bad passphrase");
+        });
+        REQUIRE_FALSE(failed.is_ok());
+        CHECK(failed.status().message() == "key ABC: bad passphrase");
+        CHECK(test::read_file(pub / "manifest.json") == before);
+        CHECK(test::read_file(pub / ".ssync-signer/last-release") == record);
+        CHECK_FALSE(test::exists(pub / "releases/3"));
+        PublishOptions o = options();
+        o.name = "other";
+        auto renamed = publish(src.path(), pub.path(), o, fake_sign);
+        REQUIRE_FALSE(renamed.is_ok());
+        CHECK(renamed.status().message().find("--name other") != std::string::npos);
+        o = options();
+        o.serial = 2;
+        auto lower = publish(src.path(), pub.path(), o, fake_sign);
+        REQUIRE_FALSE(lower.is_ok());
+        CHECK(lower.status().message().find("must be greater") != std::string::npos);
+        CHECK(test::read_file(pub / "latest") == "2\n");
     }
 
     TEST_CASE("the same tree and metadata give a byte-identical manifest") {
@@ -344,7 +478,7 @@ TEST_SUITE("Publication") {
             auto ok = publish(src.path(), pub.path(), o, fake_sign);
             REQUIRE(ok.is_ok());
             CHECK(ok->stats.objects_stored == 2);
-            CHECK(ok->manifest.find("index.html")->sha256 == sha256_hex("<h1>hu</h1>"));
+            CHECK(entry_of(*ok, "index.html")->sha256 == sha256_hex("<h1>hu</h1>"));
             CHECK(test::read_file(pub / layout::object_path(sha256_hex("newer content"))) == "newer content");
             CHECK(ok->stats.files_hashed == (rehash ? 2004u : 2u));
             CHECK(ok->stats.files_cached == (rehash ? 0u : 2002u));
@@ -356,6 +490,7 @@ TEST_SUITE("Publication") {
         make_source(src.path());
         REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
         REQUIRE(::unlink((pub / ".ssync-signer/stat-cache").c_str()) == 0);
+        REQUIRE(::unlink((pub / ".ssync-signer/last-release").c_str()) == 0);  // else nothing is hashed
         std::string object = pub / layout::object_path(sha256_hex("<h1>hi</h1>"));
         ino_t before = inode(object);
         auto r = publish(src.path(), pub.path(), options(), fake_sign);
@@ -382,13 +517,14 @@ TEST_SUITE("Publication") {
         auto scanned = scan_tree(fd->get());
         REQUIRE(scanned.is_ok());
         for (ScannedEntry& se : *scanned) {
-            if (se.entry.type == EntryType::file) se.entry.sha256 = first->manifest.find(se.entry.path)->sha256;
+            if (se.entry.type == EntryType::file) se.entry.sha256 = entry_of(*first, se.entry.path)->sha256;
             if (se.entry.path == "index.html") se.entry.sha256 = sha256_hex("never stored");
         }
         test::write_file(pub / ".ssync-signer/stat-cache", StatCache::format(*scanned));
+        REQUIRE(::unlink((pub / ".ssync-signer/last-release").c_str()) == 0);  // else nothing is hashed
         auto r = publish(src.path(), pub.path(), options(), fake_sign);
         REQUIRE(r.is_ok());
-        CHECK(r->manifest.find("index.html")->sha256 == sha256_hex("<h1>hi</h1>"));
+        CHECK(entry_of(*r, "index.html")->sha256 == sha256_hex("<h1>hi</h1>"));
         CHECK(r->stats.files_hashed == 1);
         CHECK(r->stats.files_cached == 2);
     }
@@ -438,7 +574,7 @@ TEST_SUITE("Publication") {
         REQUIRE(r.is_ok());
         struct stat st;
         REQUIRE(::stat((src / "bin/tool").c_str(), &st) == 0);
-        const Entry* tool = r->manifest.find("bin/tool");
+        std::optional<Entry> tool = entry_of(*r, "bin/tool");
         REQUIRE(tool);
         CHECK(tool->size == static_cast<std::uint64_t>(st.st_size));
         CHECK(tool->mtime == st.st_mtim.tv_sec);
@@ -557,7 +693,7 @@ TEST_SUITE("Publication") {
         // Run again, as the message says: the file as it is now.
         auto again = publish(src.path(), pub.path(), options(), fake_sign);
         REQUIRE_MESSAGE(again.is_ok(), again.status().message());
-        CHECK(again->manifest.find("big")->sha256 == sha256_hex(std::string((1 << 20) - 1, 'a') + "B"));
+        CHECK(entry_of(*again, "big")->sha256 == sha256_hex(std::string((1 << 20) - 1, 'a') + "B"));
     }
 
     TEST_CASE("the publication cannot be the source") {

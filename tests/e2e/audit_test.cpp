@@ -383,10 +383,17 @@ TEST_SUITE("e2e cli") {
         }
         // Signing runs gpg: it cannot take no time at all.
         CHECK(j["phases"]["sign"].get<double>() > 0);
+        CHECK(j["unchanged"] == false);
         auto again = json_of(p.sign({"--json"}));
         CHECK(again["serial"] == 2);
         CHECK(again["files_hashed"] == 0);
         CHECK(again["files_cached"] == j["files"]);
+        CHECK(again["bytes"] == j["bytes"]);
+        // Nothing changed: made from release 1's entries, signed beside the walk, and as good.
+        CHECK(again["unchanged"] == true);
+        auto a = p.audit(p.src, {"--json"});
+        CHECK_MESSAGE(a.exit_status == 0, a.out << a.err);
+        CHECK(json_of(a)["serial"] == 2);
     }
 
     TEST_CASE("a wrong --key fails the run and publishes nothing") {

@@ -69,6 +69,43 @@ TEST_SUITE("Manifest") {
         CHECK(text.find("\"mode\": \"0644\"") != std::string::npos);
     }
 
+    // A signer re-signing an unchanged tree keeps the entries part and writes a new header.
+    TEST_CASE("a new header on old entries is what write_manifest gives; the header parses alone") {
+        Manifest m = sample();
+        std::string old_bytes = write_manifest(m);
+        Manifest next = m;
+        next.serial = 8;
+        next.created += 3600;
+        next.expires += 3600;
+        CHECK(rewrite_manifest_header(next, old_bytes) == write_manifest(next));
+        auto at = find_entries_part(old_bytes);
+        REQUIRE(at);
+        CHECK(old_bytes.substr(*at, 14) == "  \"entries\": [");
+        auto header = parse_manifest_header(old_bytes);
+        REQUIRE(header.is_ok());
+        CHECK(header->name == m.name);
+        CHECK(header->serial == 7);
+        CHECK(header->expires == m.expires);
+        CHECK(header->entries.empty());
+        // Line breaks and quotes in strings are escaped: no entry can fake the line the entries
+        // part starts on.
+        Manifest tricky = m;
+        tricky.entries.back().user = "\n  \"entries\": [";
+        Manifest tricky_next = tricky;
+        tricky_next.serial = 9;
+        CHECK(rewrite_manifest_header(tricky_next, write_manifest(tricky)) == write_manifest(tricky_next));
+        CHECK(find_entries_part(write_manifest(tricky)) == at);
+        // Not in write_manifest's layout: no header to find.
+        CHECK(parse_manifest_header(R"({"format": "ssync-manifest", "version": 1, "entries": []})").status().code() ==
+              Code::bad_manifest);
+        CHECK_FALSE(find_entries_part("{}"));
+        CHECK(rewrite_manifest_header(next, "{}").empty());
+        // A header that is wrong is said to be wrong, as parse_manifest would.
+        std::string bad = old_bytes;
+        bad.replace(bad.find("\"serial\": 7"), 11, "\"serial\": \"7\"");
+        CHECK(parse_manifest_header(bad).status().message().find("serial") != std::string::npos);
+    }
+
     TEST_CASE("setuid, setgid and sticky bits survive") {
         Manifest m = sample();
         m.entries[1].mode = 04755;

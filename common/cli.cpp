@@ -1,5 +1,6 @@
 #include "ssync/cli.h"
 
+#include "ssync/memory.h"
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
@@ -207,6 +208,7 @@ int finish_output(int status) {
 
 int main(const std::string& program, const std::string& summary, const std::vector<Command>& commands,
          int argc, char** argv) {
+    tune_allocator_for_short_runs();
     g_program = program;
     std::vector<std::string> words(argv + 1, argv + argc);
     return finish_output(dispatch(program, summary, commands, words));

@@ -70,7 +70,7 @@ TEST_SUITE("Manifest") {
     }
 
     // A signer re-signing an unchanged tree keeps the entries part and writes a new header.
-    TEST_CASE("a new header on old entries is what write_manifest gives; the header parses alone") {
+    TEST_CASE("a new header on old entries is what write_manifest gives and the header parses alone") {
         Manifest m = sample();
         std::string old_bytes = write_manifest(m);
         Manifest next = m;

@@ -679,6 +679,13 @@ bool may_reuse(const LastRelease& last, const Before& before, const ObjectSet& o
     return true;
 }
 
+// Whether PUB/tree is a directory: when it is not (removed, or something else in its place),
+// the next run makes it afresh, whatever else it could skip.
+bool tree_exists(int pub_fd) {
+    struct stat st;
+    return ::fstatat(pub_fd, layout::kTree, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
+}
+
 // Writes releases/N (manifest and signature), then switches `latest` and the top-level pair
 // to it. The serial is above every name in releases/ (read_before), so releases/N is a new
 // directory: sign never removes or rewrites a release, above all not the one `latest` names.
@@ -948,7 +955,8 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
             }
         }
     };
-    if (last && stamp == last->tree_stamp && objects_future.get() && may_reuse(*last, before, *objects_future.get())) {
+    if (last && stamp == last->tree_stamp && objects_future.get() && may_reuse(*last, before, *objects_future.get()) &&
+        tree_exists(pub_fd.get())) {
         // Nothing changed since the last release: it is made again with a new header.
         phases.scan = lap();
         SSYNC_RETURN_IF_ERROR(store.prepare());  // removes what a run that died left in objects/tmp
@@ -1098,9 +1106,7 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     auto basis_at = basis ? find_entries_part(basis->bytes) : std::nullopt;
     auto next_at = find_entries_part(bytes);
     bool same_entries = basis_at && next_at && basis->bytes.substr(*basis_at) == std::string_view(bytes).substr(*next_at);
-    struct stat tree_st;
-    if (!same_entries || ::fstatat(pub_fd.get(), layout::kTree, &tree_st, AT_SYMLINK_NOFOLLOW) != 0 ||
-        !S_ISDIR(tree_st.st_mode)) {
+    if (!same_entries || !tree_exists(pub_fd.get())) {
         const Manifest* basis_entries = nullptr;
         if (basis) {
             SSYNC_ASSIGN_OR_RETURN(basis_entries, basis->entries());
@@ -1115,7 +1121,6 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     result.stats.phases = phases;
     result.manifest_bytes = std::move(bytes);
     result.entries = std::move(next.entries);
-    next.entries = {};
     result.header = std::move(next);
     return result;
 }

@@ -326,6 +326,9 @@ TEST_SUITE("Publication") {
              [](const std::string&, const std::string& pub) {
                  REQUIRE(::unlink((pub + "/manifest.json").c_str()) == 0);
              }},
+            {"tree/ removed", [](const std::string&, const std::string& pub) {
+                 REQUIRE(test::run({"rm", "-r", pub + "/tree"}).exit_status == 0);
+             }},
             {"an object missing", [](const std::string&, const std::string& pub) {
                  REQUIRE(::unlink((pub + "/" + layout::object_path(sha256_hex("<h1>hi</h1>"))).c_str()) == 0);
              }},

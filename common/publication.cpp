@@ -241,15 +241,18 @@ public:
         std::string final_path = layout::object_path(digest->sha256);
         int dir = fan_out(digest->sha256);
         const char* name = digest->sha256.c_str();
-        if (fs_.renameat2(tmp_fd_.get(), tmp.c_str(), dir, name, RENAME_NOREPLACE) != 0) {
+        // Another file with the same content may get there first: same bytes, nothing to do.
+        // Unless what holds the name is not a regular file (a symlink someone put there, which
+        // tree/ would otherwise link to): that is removed, unfollowed, and the rename tried
+        // again, when another thread may just have put the object there (two files of the same
+        // content replacing the same symlink): the second attempt accepts that as the first does.
+        for (int attempt = 0;; ++attempt) {
+            if (fs_.renameat2(tmp_fd_.get(), tmp.c_str(), dir, name, RENAME_NOREPLACE) == 0) break;
             int e = errno;
-            if (e != EEXIST) {
+            if (e != EEXIST || attempt == 2) {
                 cleanup();
                 return errno_status(final_path, e);
             }
-            // Another file with the same content got there first: same bytes, nothing to do.
-            // Unless what holds the name is not a regular file (a symlink someone put there,
-            // which tree/ would otherwise link to): that is removed, unfollowed, and replaced.
             struct stat st;
             if (::fstatat(dir, name, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode)) {
                 cleanup();
@@ -259,11 +262,6 @@ public:
             if (!removed) {
                 cleanup();
                 return removed;
-            }
-            if (fs_.renameat2(tmp_fd_.get(), tmp.c_str(), dir, name, RENAME_NOREPLACE) != 0) {
-                e = errno;
-                cleanup();
-                return errno_status(final_path, e);
             }
         }
         objects_stored_++;

@@ -562,7 +562,7 @@ TEST_SUITE("Publication") {
             CHECK(test::read_file(outside / "elsewhere") == "not the content");
             // And nothing is stored when everything is there.
             r = publish(src.path(), pub.path(), o, fake_sign);
-            REQUIRE(r.is_ok());
+            REQUIRE_MESSAGE(r.is_ok(), r.status().message());
             CHECK(r->stats.objects_stored == 0);
         }
     }

@@ -1,10 +1,12 @@
-// The test keys (keys/make-test-keys.sh, made once per test process) and signing with the gpg
-// program itself, independently of ssync's own signing code.
+// The test keys (keys/make-test-keys.sh: under ctest made once per run by a fixture and copied by
+// each test process, else made by the process itself) and signing with the gpg program itself,
+// independently of ssync's own signing code.
 #include <doctest/doctest.h>
 #include <limits.h>
 #include <stdlib.h>
 
 #include <cstdio>
+#include <filesystem>
 #include <map>
 #include <memory>
 #include <sstream>
@@ -31,13 +33,67 @@ struct KeysDir {
     }
 };
 
+// Copies a GnuPG home: directories and regular files only, never the sockets of an agent.
+void copy_gnupg_home(const std::filesystem::path& from, const std::filesystem::path& to) {
+    namespace fs = std::filesystem;
+    fs::create_directory(to);  // already there for a home made by mkdtemp
+    fs::permissions(to, fs::perms::owner_all, fs::perm_options::replace);
+    for (const fs::directory_entry& e : fs::directory_iterator(from)) {
+        fs::file_status st = e.symlink_status();
+        if (fs::is_directory(st)) {
+            copy_gnupg_home(e.path(), to / e.path().filename());
+        } else if (fs::is_regular_file(st)) {
+            fs::copy_file(e.path(), to / e.path().filename());
+        }
+    }
+}
+
+// Copies the keys the ctest fixture made in FROM (tests/test-keys-fixture.sh) into k's
+// directory, the GnuPG home under the same short-path rule as keys/make-test-keys.sh.
+void copy_keys(KeysDir& k, const std::string& from) {
+    namespace fs = std::filesystem;
+    const std::string& out = k.dir.path();
+    char resolved[PATH_MAX];
+    if (!realpath((from + "/gnupg").c_str(), resolved)) {
+        FAIL("no test keys in " << from << " (the ctest fixture \"keys: make the test keys\")");
+    }
+    std::string home = out + "/gnupg";
+    if (out.size() > 70) {
+        std::string tmpl = "/tmp/ssync-keys-XXXXXX";
+        if (!mkdtemp(tmpl.data())) FAIL("mkdtemp /tmp/ssync-keys-XXXXXX failed");
+        home = tmpl;
+    }
+    k.real_home = home;
+    try {
+        copy_gnupg_home(resolved, home);
+        for (const fs::directory_entry& e : fs::directory_iterator(from)) {
+            if (e.path().filename() != "gnupg" && fs::is_regular_file(e.symlink_status())) {
+                fs::copy_file(e.path(), out / e.path().filename());
+            }
+        }
+    } catch (const fs::filesystem_error& e) {
+        FAIL("copying the test keys from " << from << ": " << e.what());
+    }
+}
+
+// Makes the keys afresh with keys/make-test-keys.sh (a test binary run outside ctest).
+void make_keys_with_script(KeysDir& k) {
+    const std::string& out = k.dir.path();
+    ProcessResult r = run({"bash", SSYNC_KEYS_SCRIPT, out});
+    char resolved[PATH_MAX];
+    if (realpath((out + "/gnupg").c_str(), resolved)) k.real_home = resolved;
+    if (r.exit_status != 0) FAIL("make-test-keys.sh failed: " << r.err);
+}
+
 std::unique_ptr<KeysDir> make_keys() {
     auto k = std::make_unique<KeysDir>();
     const std::string& out = k->dir.path();
-    ProcessResult r = run({"bash", SSYNC_KEYS_SCRIPT, out});
-    char resolved[PATH_MAX];
-    if (realpath((out + "/gnupg").c_str(), resolved)) k->real_home = resolved;
-    if (r.exit_status != 0) FAIL("make-test-keys.sh failed: " << r.err);
+    const char* fixture = getenv("SSYNC_TEST_KEYS");
+    if (fixture && *fixture) {
+        copy_keys(*k, fixture);
+    } else {
+        make_keys_with_script(*k);
+    }
 
     std::map<std::string, std::string> fprs;
     std::istringstream lines(read_file(out + "/fingerprints"));
@@ -51,8 +107,8 @@ std::unique_ptr<KeysDir> make_keys() {
     }
     TestKeys& t = k->keys;
     t.dir = out;
-    // The resolved home: when the script had to put it under a short path, gpg must be given
-    // that path, or gpg-agent's socket names would be too long again.
+    // The resolved home: when it had to go under a short path, gpg must be given that path, or
+    // gpg-agent's socket names would be too long again.
     t.home = k->real_home.empty() ? out + "/gnupg" : k->real_home;
     t.plain_fpr = fprs["plain"];
     t.passphrase_fpr = fprs["passphrase"];

@@ -6,12 +6,15 @@
 
 #include <algorithm>
 #include <charconv>
+#include <condition_variable>
 #include <deque>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <unordered_map>
 
 #include "ssync/hash.h"
+#include "ssync/parallel.h"
 
 namespace ssync {
 
@@ -19,6 +22,14 @@ namespace {
 
 std::int64_t ns(const struct timespec& ts) {
     return static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
+}
+
+const char* special_file_kind(mode_t mode) {
+    return S_ISFIFO(mode)  ? "a FIFO"
+         : S_ISSOCK(mode)  ? "a socket"
+         : S_ISCHR(mode)   ? "a character device"
+         : S_ISBLK(mode)   ? "a block device"
+                           : "a special file";
 }
 
 struct Walker {
@@ -89,11 +100,7 @@ struct Walker {
                 SSYNC_RETURN_IF_ERROR(walk(child.get(), path));
             } else {
                 if (options.special == SpecialFiles::skip) continue;
-                const char* what = S_ISFIFO(st.st_mode) ? "a FIFO"
-                                 : S_ISSOCK(st.st_mode) ? "a socket"
-                                 : S_ISCHR(st.st_mode)  ? "a character device"
-                                 : S_ISBLK(st.st_mode)  ? "a block device"
-                                                        : "a special file";
+                const char* what = special_file_kind(st.st_mode);
                 if (options.special == SpecialFiles::include) {
                     e.type = EntryType::file;
                     se.special = what;
@@ -134,30 +141,198 @@ Result<std::vector<ScannedEntry>> scan_tree(int root_fd, const ScanOptions& opti
     return out;
 }
 
+namespace {
+
+// One entry's line of the stamp. tree_stamp() and stamp_tree() both write it here, so that they
+// agree by construction.
+struct StampFields {
+    std::string_view path;
+    EntryType type;
+    const char* special;
+    std::uint32_t mode, uid, gid;
+    const FileStat& stat;  // zero but for files
+    std::string_view target, user, group;
+};
+
+void append_stamp_line(std::string& out, const StampFields& f) {
+    out += f.path;
+    out += '\0';
+    out += entry_type_name(f.type);
+    out += f.special ? f.special : "";
+    for (std::uint64_t v : {std::uint64_t{f.mode}, std::uint64_t{f.uid}, std::uint64_t{f.gid}, f.stat.size,
+                            static_cast<std::uint64_t>(f.stat.mtime_ns),
+                            static_cast<std::uint64_t>(f.stat.ctime_ns), f.stat.ino, f.stat.dev}) {
+        char buf[24];
+        buf[0] = ' ';
+        auto r = std::to_chars(buf + 1, buf + sizeof buf, v);
+        out.append(buf, r.ptr);
+    }
+    out += '\0';
+    out += f.target;
+    out += '\0';
+    out += f.user;
+    out += '\0';
+    out += f.group;
+    out += '\n';
+}
+
+// stamp_tree's walk: directories are tasks that any of the threads takes; each thread writes
+// the lines of what it finds into a buffer of its own, and the lines are hashed at the end in
+// path order, as tree_stamp() hashes a scan.
+class StampWalk {
+public:
+    StampWalk(int root_fd, SpecialFiles special, unsigned threads)
+        : root_fd_(root_fd), special_(special), threads_(threads), found_(threads) {}
+
+    std::optional<TreeStamp> run() {
+        tasks_.push_back(std::string());
+        pending_ = 1;
+        std::vector<std::thread> workers;
+        for (unsigned t = 1; t < threads_; ++t) workers.emplace_back([this, t] { work(t); });
+        work(0);
+        for (std::thread& w : workers) w.join();
+        if (failed_) return std::nullopt;
+
+        struct Line {
+            std::string_view path, bytes;
+        };
+        std::vector<Line> lines;
+        TreeStamp out;
+        for (const Found& f : found_) {
+            for (const Found::Line& l : f.lines) {
+                std::string_view bytes(f.buffer.data() + l.offset, l.size);
+                lines.push_back({bytes.substr(0, l.path_size), bytes});
+            }
+            out.files += f.files;
+            out.dirs += f.dirs;
+            out.symlinks += f.symlinks;
+            out.bytes += f.bytes;
+        }
+        std::sort(lines.begin(), lines.end(), [](const Line& a, const Line& b) { return a.path < b.path; });
+        Sha256 h;
+        for (const Line& l : lines) h.update(l.bytes);
+        out.stamp = h.finish_hex();
+        return out;
+    }
+
+private:
+    // What one thread found: its lines, back to back in one buffer.
+    struct Found {
+        struct Line {
+            std::size_t offset, size, path_size;
+        };
+        std::string buffer;
+        std::vector<Line> lines;
+        std::size_t files = 0, dirs = 0, symlinks = 0;
+        std::uint64_t bytes = 0;
+    };
+
+    void work(unsigned thread) {
+        Found& found = found_[thread];
+        for (;;) {
+            std::string prefix;  // of a directory to list: "" for the root, else "a/b"
+            {
+                std::unique_lock<std::mutex> lock(mutex_);
+                ready_.wait(lock, [this] { return failed_ || pending_ == 0 || !tasks_.empty(); });
+                if (failed_ || pending_ == 0) return;
+                prefix = std::move(tasks_.front());
+                tasks_.pop_front();
+            }
+            bool ok = list(prefix, found);
+            std::lock_guard<std::mutex> lock(mutex_);
+            if (!ok) failed_ = true;
+            if (--pending_ == 0 || failed_) ready_.notify_all();
+        }
+    }
+
+    // Adds the lines of a directory's children and queues its subdirectories. False where
+    // scan_tree would fail.
+    bool list(const std::string& prefix, Found& found) {
+        // Queued directories are opened when their turn comes, not when found: a wide tree
+        // would otherwise hold a descriptor per queued directory.
+        UniqueFd dir(prefix.empty() ? ::fcntl(root_fd_, F_DUPFD_CLOEXEC, 0)
+                                    : open_beneath(root_fd_, prefix, O_RDONLY | O_DIRECTORY));
+        if (!dir) return false;
+        std::vector<std::string> names;
+        Status listed = for_each_entry(dir.get(), prefix, [&](const char* name, unsigned char) {
+            if (prefix.empty() && name == kReservedDir) return Status::ok();
+            names.emplace_back(name);
+            return Status::ok();
+        });
+        if (!listed) return false;
+        std::string path, target;
+        for (const std::string& name : names) {
+            if (!is_valid_utf8(name)) return false;
+            path = prefix.empty() ? name : prefix + "/" + name;
+            struct stat st;
+            if (::fstatat(dir.get(), name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return false;
+            EntryType type = EntryType::file;
+            const char* special = nullptr;
+            auto mode = static_cast<std::uint32_t>(st.st_mode & 07777);
+            FileStat stat;  // zero but for files, as in a scan
+            target.clear();
+            if (S_ISREG(st.st_mode)) {
+                stat = file_stat(st);
+                found.files++;
+                found.bytes += stat.size;
+            } else if (S_ISLNK(st.st_mode)) {
+                type = EntryType::symlink;
+                mode = 0777;
+                target.resize(static_cast<std::size_t>(st.st_size) + 1);
+                ssize_t len = ::readlinkat(dir.get(), name.c_str(), target.data(), target.size());
+                if (len < 0 || static_cast<std::size_t>(len) >= target.size()) return false;
+                target.resize(static_cast<std::size_t>(len));
+                if (!is_valid_utf8(target)) return false;
+                found.symlinks++;
+            } else if (S_ISDIR(st.st_mode)) {
+                type = EntryType::dir;
+                found.dirs++;
+                std::lock_guard<std::mutex> lock(mutex_);
+                tasks_.push_back(path);
+                ++pending_;
+                ready_.notify_one();
+            } else {
+                if (special_ == SpecialFiles::skip) continue;
+                if (special_ == SpecialFiles::refuse) return false;
+                special = special_file_kind(st.st_mode);
+                found.files++;
+            }
+            std::string user = user_name(st.st_uid), group = group_name(st.st_gid);
+            std::size_t offset = found.buffer.size();
+            append_stamp_line(found.buffer, {path, type, special, mode, st.st_uid, st.st_gid, stat, target, user, group});
+            found.lines.push_back({offset, found.buffer.size() - offset, path.size()});
+        }
+        return true;
+    }
+
+    const int root_fd_;
+    const SpecialFiles special_;
+    const unsigned threads_;
+    std::mutex mutex_;
+    std::condition_variable ready_;
+    std::deque<std::string> tasks_;  // directories to list, by path
+    std::size_t pending_ = 0;  // tasks queued or being listed
+    bool failed_ = false;
+    std::vector<Found> found_;  // one per thread
+};
+
+}  // namespace
+
 std::string tree_stamp(const std::vector<ScannedEntry>& entries) {
     Sha256 h;
+    std::string line;
     for (const ScannedEntry& se : entries) {
         const Entry& e = se.entry;
-        std::string line = e.path;
-        line += '\0';
-        line += entry_type_name(e.type);
-        line += se.special ? se.special : "";
-        for (std::uint64_t v : {std::uint64_t{e.mode}, std::uint64_t{e.uid}, std::uint64_t{e.gid}, se.stat.size,
-                                static_cast<std::uint64_t>(se.stat.mtime_ns),
-                                static_cast<std::uint64_t>(se.stat.ctime_ns), se.stat.ino, se.stat.dev}) {
-            line += ' ';
-            line += std::to_string(v);
-        }
-        line += '\0';
-        line += e.target;
-        line += '\0';
-        line += e.user;
-        line += '\0';
-        line += e.group;
-        line += '\n';
+        line.clear();
+        append_stamp_line(line, {e.path, e.type, se.special, e.mode, e.uid, e.gid, se.stat, e.target, e.user, e.group});
         h.update(line);
     }
     return h.finish_hex();
+}
+
+std::optional<TreeStamp> stamp_tree(int root_fd, SpecialFiles special, unsigned threads) {
+    if (threads == 0) threads = default_thread_count();
+    return StampWalk(root_fd, special, threads).run();
 }
 
 namespace {

@@ -52,15 +52,16 @@ int run_sign(const cli::Args& args) {
     // makes the signature.
     std::promise<Status> key_found;
     options.preflight = key_found.get_future().share();
-    auto signer = std::async(std::launch::async, [&] {
+    std::shared_future<Result<std::unique_ptr<Signer>>> signer = std::async(std::launch::async, [&] {
         auto s = Signer::open(signing);
         key_found.set_value(s.status());
         return s;
-    });
+    }).share();
     auto result = publish(args.get("root"), args.get("out"), options,
                           [&](std::string_view bytes) -> Result<std::string> {
-        SSYNC_ASSIGN_OR_RETURN(std::unique_ptr<Signer> s, signer.get());
-        return s->sign_detached(bytes);
+        const Result<std::unique_ptr<Signer>>& s = signer.get();
+        if (!s) return s.status();
+        return (*s)->sign_detached(bytes);
     });
     if (!result) return cli::report_error(result.status());
     const PublishResult& r = *result;

@@ -43,7 +43,9 @@ std::string release_dir(std::uint64_t serial);
 std::optional<std::uint64_t> parse_serial(std::string_view text);
 }  // namespace layout
 
-// Signs manifest bytes; returns the armoured detached signature.
+// Signs manifest bytes; returns the armoured detached signature. publish() may call it twice
+// (never at once), from a thread of its own: re-signing what looks like an unchanged tree, it
+// signs beside the walk, and throws that signature away if the walk finds a change.
 using SignFunction = std::function<Result<std::string>(std::string_view manifest_bytes)>;
 
 struct PublishOptions {

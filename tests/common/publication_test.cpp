@@ -1,8 +1,11 @@
 #include "ssync/publication.h"
 
 #include <doctest/doctest.h>
+
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <mutex>
 
 #include "fault_fs.h"
 #include "ssync/hash.h"
@@ -354,6 +357,61 @@ TEST_SUITE("Publication") {
             REQUIRE(next.is_ok());
             CHECK(next->stats.reused_entries);
         }
+    }
+
+    // objects/ is not listed while its directories' stat is what the record says; when it is
+    // not, the listing decides.
+    TEST_CASE("re-signing an unchanged tree after objects/ changed lists it, and reuses what is all there") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        SUBCASE("a stray file beside the objects") {
+            std::string object = layout::object_path(sha256_hex("<h1>hi</h1>"));
+            test::write_file(pub / (object.substr(0, object.rfind('/')) + "/stray"), "not an object");
+        }
+        SUBCASE("a fan-out directory removed that held nothing") {
+            std::string held = layout::object_path(sha256_hex("<h1>hi</h1>"));
+            std::string fan = held.substr(0, held.rfind('/'));
+            std::string empty = fan.substr(0, fan.size() - 2) + (fan.substr(fan.size() - 2) == "00" ? "01" : "00");
+            REQUIRE(::rmdir((pub / empty).c_str()) == 0);
+        }
+        SUBCASE("a record without the stamp of objects/") {
+            std::string r = test::read_file(pub / ".ssync-signer/last-release");
+            auto at = r.find("objects ");
+            REQUIRE(at != std::string::npos);
+            test::write_file(pub / ".ssync-signer/last-release", r.substr(0, at) + "objects \n", 0600);
+        }
+        auto again = publish(src.path(), pub.path(), options(1700000100), fake_sign);
+        REQUIRE(again.is_ok());
+        CHECK(again->stats.reused_entries);
+        CHECK(test::read_file(pub / "manifest.json.asc") == *fake_sign(again->manifest_bytes));
+        // The record now carries the stamp of objects/ as it is.
+        CHECK(test::read_file(pub / ".ssync-signer/last-release").find("objects \n") == std::string::npos);
+    }
+
+    // Re-signing what looks like an unchanged tree signs beside the walk; when the walk finds a
+    // change, that signature must not be used, nor its failure reported.
+    TEST_CASE("the signature made beside the walk is thrown away when the tree changed") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        test::write_file(src / "index.html", "<h1>ho</h1>");
+        std::vector<std::string> signed_bytes;
+        std::mutex signed_mutex;
+        auto first_fails = [&](std::string_view bytes) -> Result<std::string> {
+            std::lock_guard<std::mutex> hold(signed_mutex);
+            signed_bytes.emplace_back(bytes);
+            if (signed_bytes.size() == 1) return Status(Code::untrusted, "key ABC: bad passphrase");
+            return fake_sign(bytes);
+        };
+        auto r = publish(src.path(), pub.path(), options(1700000100), first_fails);
+        REQUIRE(r.is_ok());
+        CHECK_FALSE(r->stats.reused_entries);
+        REQUIRE(signed_bytes.size() == 2);
+        CHECK(signed_bytes[0] != signed_bytes[1]);
+        CHECK(signed_bytes[1] == r->manifest_bytes);
+        CHECK(test::read_file(pub / "manifest.json.asc") == *fake_sign(r->manifest_bytes));
+        CHECK(test::read_file(pub / "tree/index.html") == "<h1>ho</h1>");
     }
 
     TEST_CASE("re-signing an unchanged tree: a failed signature, another --name, a lower --serial change nothing") {

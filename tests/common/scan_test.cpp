@@ -237,4 +237,90 @@ TEST_SUITE("TreeScanner") {
         }
     }
 }
+
+TEST_SUITE("stamp_tree") {
+    namespace {
+    std::optional<TreeStamp> stamp(const std::string& dir, SpecialFiles special, unsigned threads) {
+        auto fd = open_dir_trusted(dir);
+        REQUIRE(fd.is_ok());
+        return stamp_tree(fd->get(), special, threads);
+    }
+    // A tree with every kind of entry, several levels deep, and a top-level .ssync to skip.
+    void make_mixed_tree(const test::TempDir& dir) {
+        test::write_file(dir / "a/b/c", "hello", 0640);
+        test::write_file(dir / "a-b", "x", 04755);
+        test::write_file(dir / "a/b-c/d", std::string(70000, 'd'));
+        for (int i = 0; i < 40; ++i) test::write_file(dir / ("wide/f" + std::to_string(i)), std::to_string(i));
+        test::make_dirs(dir / "empty");
+        test::write_file(dir / ".ssync/state", "not part of the tree");
+        test::write_file(dir / "sub/.ssync/kept", "only the top-level one is skipped");
+        REQUIRE(::symlink("../elsewhere", (dir / "a/link").c_str()) == 0);
+        REQUIRE(::symlink("dangling/target", (dir / "zlink").c_str()) == 0);
+    }
+    }  // namespace
+
+    TEST_CASE("it is the stamp of the scan, with the scan's counts, on one thread or several") {
+        test::TempDir dir;
+        make_mixed_tree(dir);
+        auto scanned = scan(dir.path());
+        REQUIRE(scanned.is_ok());
+        std::size_t files = 0, dirs = 0, symlinks = 0;
+        std::uint64_t bytes = 0;
+        for (const ScannedEntry& se : *scanned) {
+            files += se.entry.type == EntryType::file;
+            dirs += se.entry.type == EntryType::dir;
+            symlinks += se.entry.type == EntryType::symlink;
+            if (se.entry.type == EntryType::file) bytes += se.entry.size;
+        }
+        REQUIRE(files == 44);  // .ssync/state is not counted, sub/.ssync/kept is
+        for (unsigned threads : {1u, 2u, 7u}) {
+            CAPTURE(threads);
+            auto quick = stamp(dir.path(), SpecialFiles::refuse, threads);
+            REQUIRE(quick.has_value());
+            CHECK(quick->stamp == tree_stamp(*scanned));
+            CHECK(quick->files == files);
+            CHECK(quick->dirs == dirs);
+            CHECK(quick->symlinks == symlinks);
+            CHECK(quick->bytes == bytes);
+        }
+    }
+
+    TEST_CASE("any change to an entry changes it") {
+        test::TempDir dir;
+        make_mixed_tree(dir);
+        auto before = stamp(dir.path(), SpecialFiles::refuse, 2);
+        REQUIRE(before.has_value());
+        SUBCASE("a file's content, same size") { test::write_file(dir / "a/b/c", "HELLO", 0640); }
+        SUBCASE("a mode") { REQUIRE(::chmod((dir / "a/b").c_str(), 0700) == 0); }
+        SUBCASE("a symlink's target") {
+            REQUIRE(::unlink((dir / "zlink").c_str()) == 0);
+            REQUIRE(::symlink("dangling/other", (dir / "zlink").c_str()) == 0);
+        }
+        SUBCASE("a new empty directory") { test::make_dirs(dir / "wide/new"); }
+        SUBCASE("a rename") { REQUIRE(::rename((dir / "wide/f3").c_str(), (dir / "wide/g3").c_str()) == 0); }
+        auto after = stamp(dir.path(), SpecialFiles::refuse, 2);
+        REQUIRE(after.has_value());
+        CHECK(after->stamp != before->stamp);
+        auto scanned = scan(dir.path());
+        REQUIRE(scanned.is_ok());
+        CHECK(after->stamp == tree_stamp(*scanned));
+    }
+
+    TEST_CASE("what the scan refuses gives no stamp, what it skips or includes is the same") {
+        test::TempDir dir;
+        make_mixed_tree(dir);
+        REQUIRE(::mkfifo((dir / "a/fifo").c_str(), 0600) == 0);
+        CHECK_FALSE(stamp(dir.path(), SpecialFiles::refuse, 2).has_value());
+        for (SpecialFiles special : {SpecialFiles::skip, SpecialFiles::include}) {
+            auto scanned = scan(dir.path(), special);
+            REQUIRE(scanned.is_ok());
+            auto quick = stamp(dir.path(), special, 2);
+            REQUIRE(quick.has_value());
+            CHECK(quick->stamp == tree_stamp(*scanned));
+        }
+        REQUIRE(::unlink((dir / "a/fifo").c_str()) == 0);
+        test::write_file(dir / "a/b/bad\xff", "x");
+        CHECK_FALSE(stamp(dir.path(), SpecialFiles::skip, 2).has_value());
+    }
+}
 }  // namespace ssync

@@ -207,11 +207,20 @@ std::vector<FileCheck> check_files(const std::vector<std::string>& files, const 
             c.problem = std::string("the manifest lists it as a ") + entry_type_name(e->type);
         } else {
             c.path = e->path;
-            UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC));
-            if (!fd) {
+            // O_NONBLOCK: a FIFO given as FILE is opened at once, and refused by type below,
+            // rather than waited on for a writer.
+            UniqueFd fd(::open(file.c_str(), O_RDONLY | O_CLOEXEC | O_NONBLOCK));
+            struct stat st;
+            if (!fd || ::fstat(fd.get(), &st) != 0) {
                 c.problem = std::string("cannot read: ") + std::strerror(errno);
+            } else if (!S_ISREG(st.st_mode)) {
+                c.problem = std::string("is ") + file_kind_name(st.st_mode) + ", not a regular file";
+            } else if (static_cast<std::uint64_t>(st.st_size) != e->size) {
+                c.problem = "size " + std::to_string(st.st_size) + ", expected " + std::to_string(e->size);
             } else {
-                auto d = hash_fd(fd.get(), file);
+                // Read to the size fstat gave, no further: a file still growing is hashed as
+                // it was when opened.
+                auto d = hash_fd(fd.get(), file, {}, e->size);
                 if (!d) c.problem = d.status().message();
                 else if (d->size != e->size)
                     c.problem = "size " + std::to_string(d->size) + ", expected " + std::to_string(e->size);

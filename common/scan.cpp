@@ -24,14 +24,6 @@ std::int64_t ns(const struct timespec& ts) {
     return static_cast<std::int64_t>(ts.tv_sec) * 1000000000 + ts.tv_nsec;
 }
 
-const char* special_file_kind(mode_t mode) {
-    return S_ISFIFO(mode)  ? "a FIFO"
-         : S_ISSOCK(mode)  ? "a socket"
-         : S_ISCHR(mode)   ? "a character device"
-         : S_ISBLK(mode)   ? "a block device"
-                           : "a special file";
-}
-
 struct Walker {
     const ScanOptions& options;
     // A deque: growing it never moves what it holds (entries are 256 bytes with five strings).
@@ -100,7 +92,7 @@ struct Walker {
                 SSYNC_RETURN_IF_ERROR(walk(child.get(), path));
             } else {
                 if (options.special == SpecialFiles::skip) continue;
-                const char* what = special_file_kind(st.st_mode);
+                const char* what = file_kind_name(st.st_mode);
                 if (options.special == SpecialFiles::include) {
                     e.type = EntryType::file;
                     se.special = what;
@@ -117,6 +109,17 @@ struct Walker {
 };
 
 }  // namespace
+
+const char* file_kind_name(mode_t mode) {
+    return S_ISREG(mode)   ? "a regular file"
+         : S_ISDIR(mode)   ? "a directory"
+         : S_ISLNK(mode)   ? "a symlink"
+         : S_ISFIFO(mode)  ? "a FIFO"
+         : S_ISSOCK(mode)  ? "a socket"
+         : S_ISCHR(mode)   ? "a character device"
+         : S_ISBLK(mode)   ? "a block device"
+                           : "a special file";
+}
 
 FileStat file_stat(const struct stat& st) {
     return {static_cast<std::uint64_t>(st.st_dev), static_cast<std::uint64_t>(st.st_ino),
@@ -294,7 +297,7 @@ private:
             } else {
                 if (special_ == SpecialFiles::skip) continue;
                 if (special_ == SpecialFiles::refuse) return false;
-                special = special_file_kind(st.st_mode);
+                special = file_kind_name(st.st_mode);
                 found.files++;
             }
             std::string user = user_name(st.st_uid), group = group_name(st.st_gid);

@@ -28,6 +28,10 @@ struct FileStat {
 // The FileStat of what fstat/fstatat returned.
 FileStat file_stat(const struct stat& st);
 
+// What a st_mode is, for messages: "a regular file", "a directory", "a symlink", "a FIFO",
+// "a socket", "a character device", "a block device", else "a special file".
+const char* file_kind_name(mode_t mode);
+
 struct ScannedEntry {
     Entry entry;    // for files, entry.sha256 is empty until hashed
     FileStat stat;  // files only

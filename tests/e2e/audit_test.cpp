@@ -295,6 +295,17 @@ TEST_SUITE("e2e check show export") {
         CHECK_MESSAGE(spelled.exit_status == 0, spelled.out << spelled.err);
         auto unknown = verifier({"check", "--from", p.pub, "--keyring", p.keyring, p.src + "/../src/nothing"});
         CHECK(unknown.exit_status == 1);
+        // A FIFO under a manifest file's name is refused by type at once (it was opened
+        // blocking, waiting for a writer that never came); a longer file by its size.
+        std::string other = p.dir / "other";
+        make_dirs(other);
+        REQUIRE(::mkfifo((other + "/guide.txt").c_str(), 0644) == 0);
+        write_file(other + "/notes.md", "# Notes, with more bytes than were signed\n");
+        auto fifo = verifier({"check", "--from", p.pub, "--keyring", p.keyring, other + "/guide.txt",
+                              other + "/notes.md"});
+        CHECK(fifo.exit_status == 1);
+        CHECK_MESSAGE(fifo.out.find("guide.txt: FAILED: is a FIFO, not a regular file") != std::string::npos, fifo.out);
+        CHECK_MESSAGE(fifo.out.find("notes.md: FAILED: size ") != std::string::npos, fifo.out);
     }
 
     TEST_CASE("show prints the release") {

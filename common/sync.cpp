@@ -1,5 +1,8 @@
 #include "ssync/sync.h"
 
+#include <fcntl.h>
+#include <sys/stat.h>
+
 #include <atomic>
 #include <chrono>
 #include <memory>
@@ -30,6 +33,46 @@ std::optional<std::pair<std::string, std::string>> recorded_release(int meta_fd,
     return std::make_pair(std::move(bytes).value(), std::move(sig).value());
 }
 
+// What a first sync made in DEST, removed if it fails before it stages any content (the release
+// refused, or not to be had): DEST itself when it did not exist, else DEST/.ssync when that did
+// not. Destroyed while the run still holds DEST's lock; best effort, the run's own error stands.
+class FirstSyncCleanup {
+public:
+    struct Before {
+        bool dest_existed = false, meta_existed = false;
+    };
+    // Looked at before Installer::open makes them.
+    static Before look(const std::string& dest) {
+        Before b;
+        struct stat st;
+        b.dest_existed = ::lstat(dest.c_str(), &st) == 0;
+        b.meta_existed = b.dest_existed && ::fstatat(AT_FDCWD, join_path(dest, kReservedDir).c_str(), &st,
+                                                     AT_SYMLINK_NOFOLLOW) == 0;
+        return b;
+    }
+    FirstSyncCleanup(const std::string& dest, FileSystem& fs, Before before)
+        : dest_(dest), fs_(fs), before_(before) {}
+    ~FirstSyncCleanup() {
+        if (kept_ || before_.meta_existed) return;
+        if (!before_.dest_existed) {
+            (void)remove_tree(fs_, AT_FDCWD, dest_, dest_);
+            return;
+        }
+        UniqueFd dest(::open(dest_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+        if (dest) (void)remove_tree(fs_, dest.get(), std::string(kReservedDir), join_path(dest_, kReservedDir));
+    }
+    FirstSyncCleanup(const FirstSyncCleanup&) = delete;
+    FirstSyncCleanup& operator=(const FirstSyncCleanup&) = delete;
+    // From here on DEST keeps what this run made, success or not.
+    void keep() { kept_ = true; }
+
+private:
+    std::string dest_;
+    FileSystem& fs_;
+    Before before_;
+    bool kept_ = false;
+};
+
 }  // namespace
 
 Result<SyncReport> sync_release(const SyncOptions& options) {
@@ -59,8 +102,14 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
     install_options.fs = &fs;
     SSYNC_ASSIGN_OR_RETURN(std::unique_ptr<Transport> transport, open_transport(options.url, options.transport));
     install_options.source_dir_fd = transport->local_dir_fd();
+    // A first sync (no DEST, or no DEST/.ssync) that fails before staging leaves DEST as it
+    // found it: what Installer::open made (DEST itself, or .ssync with its lock and staging) is
+    // removed again. Only by the run that holds the lock: a run that found another one busy
+    // removes nothing.
+    FirstSyncCleanup::Before before_open = FirstSyncCleanup::look(options.dest);
     SSYNC_ASSIGN_OR_RETURN(Installer installer, Installer::open(options.dest, install_options));
     SSYNC_ASSIGN_OR_RETURN(FileLock lock, FileLock::acquire(installer.meta_fd(), "lock", options.dest));
+    FirstSyncCleanup first_sync(options.dest, fs, before_open);  // destroyed before `lock`
     SSYNC_ASSIGN_OR_RETURN(StateStore store, StateStore::open(fs, options.state_dir));
 
     SyncReport report;
@@ -113,6 +162,7 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
                     report.serial = state->serial;
                     report.noop = true;
                     report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+                    first_sync.keep();
                     return report;
                 }
                 if (auto recorded = recorded_release(installer.meta_fd(), *state, options.limits)) {
@@ -193,6 +243,7 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
         }
         report.noop = kept_intact;
         report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        first_sync.keep();
         return report;
     }
 
@@ -212,6 +263,9 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
         bytes_fetched += bytes;
         progress.add(n, bytes);
     };
+    // Content verified into staging is worth keeping even if this run fails: the next run
+    // resumes from it rather than fetching it again.
+    first_sync.keep();
     Status staged = installer.stage(plan, *transport, content, download_options, &report.phases.flush);
     progress.finish();
     if (!staged && staged.code() == Code::transport && staged.message().rfind(transport->describe(), 0) != 0) {
@@ -244,6 +298,7 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
     next.verified_until = verified_now ? verified_until : state->verified_until;
     SSYNC_RETURN_IF_ERROR(store.save(next));
     report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+    first_sync.keep();
     return report;
 }
 

@@ -399,11 +399,24 @@ TEST_SUITE("e2e sync") {
         CHECK(r.exit_status == 3);
         CHECK(snapshot(m.dest) == before);
 
+        // A first sync that fails leaves no DEST behind, nor a DEST/.ssync in a DEST that had
+        // none (it left .ssync/staging and the lock).
         Mirror w;
         REQUIRE(w.sign({}, w.keys.other_fpr).exit_status == 0);
         auto wrong = w.sync();
         CHECK(wrong.exit_status == 3);
-        CHECK_FALSE(exists(w.dest + "/index.html"));
+        CHECK_FALSE(exists(w.dest));
+        make_dirs(w.dest);
+        write_file(w.dest + "/mine.txt", "the operator's own file");
+        Snapshot own = snapshot(w.dest);
+        auto again = w.sync();
+        CHECK(again.exit_status == 3);
+        CHECK_FALSE(exists(w.dest + "/.ssync"));
+        CHECK(snapshot(w.dest) == own);
+        // A DEST/.ssync that was there stays: only what the failed run made goes.
+        make_dirs(w.dest + "/.ssync");
+        CHECK(w.sync().exit_status == 3);
+        CHECK(exists(w.dest + "/.ssync"));
     }
 
     TEST_CASE("a directory in DEST replaced by a symlink does not redirect writes") {

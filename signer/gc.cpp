@@ -47,6 +47,7 @@ int run_gc(const cli::Args& args) {
     const CollectResult& r = *result;
     if (args.has("json")) {
         nlohmann::json j = {
+            {"ok", true},  // as every --json answer; an error gives "ok": false (docs/exit-codes.md)
             {"dry_run", options.dry_run},
             {"kept", r.kept},
             {"removed_releases", r.removed_releases},

@@ -67,6 +67,7 @@ int run_sign(const cli::Args& args) {
     const PublishResult& r = *result;
     if (args.has("json")) {
         nlohmann::json j = {
+            {"ok", true},  // as every --json answer; an error gives "ok": false (docs/exit-codes.md)
             {"name", r.header.name},
             {"serial", r.header.serial},
             {"created", format_rfc3339(r.header.created)},

@@ -383,6 +383,7 @@ TEST_SUITE("e2e cli") {
         auto first = p.sign({"--json"});
         REQUIRE(first.exit_status == 0);
         auto j = json_of(first);
+        CHECK(j["ok"] == true);  // as every --json answer
         CHECK(j["serial"] == 1);
         CHECK(j["files_hashed"] == j["files"]);
         CHECK(j["objects_stored"].get<int>() > 0);

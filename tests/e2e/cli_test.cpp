@@ -159,6 +159,7 @@ TEST_SUITE("e2e cli") {
         CHECK(quiet.out.empty());
         auto json = signer({"gc", "--out", p.pub, "--json"});
         CHECK(nlohmann::json::parse(json.out)["kept"] == nlohmann::json::array({2}));
+        CHECK(nlohmann::json::parse(json.out)["ok"] == true);
     }
 
     TEST_CASE("output that cannot be written fails the run with exit 5 and one line") {

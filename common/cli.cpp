@@ -1,14 +1,15 @@
 #include "ssync/cli.h"
 
-#include "ssync/memory.h"
+#include <nlohmann/json.hpp>
+
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
 #include <iostream>
-#include <nlohmann/json.hpp>
 
 #include "ssync/manifest.h"
+#include "ssync/memory.h"
 
 namespace ssync::cli {
 

@@ -856,26 +856,30 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     // A record of the last release: the walk will probably confirm it (see LastRelease).
     std::optional<LastRelease> last = options.rehash ? std::nullopt : LastRelease::load(signer_fd.get());
 
-    // The stat cache tells the hashers which files the publication probably holds: it is flat
-    // and small, read beside the walk; with a record of the last release, only when the tree
-    // turns out to have changed (by the first hasher that asks). The previous manifest is read
-    // meanwhile (its header only).
-    std::shared_future<StatCache> cache_future =
-        std::async(last ? std::launch::deferred : std::launch::async, [&] {
-            return StatCache::load(signer_fd.get(), kCacheFile);
-        }).share();
+    // The previous manifest is read beside everything else (its header only).
     std::shared_future<Result<Before>> before_future =
         std::async(std::launch::async, [&] { return read_before(pub_fd.get()); }).share();
-    // objects/ is listed beside the walk. With a record of the last release, only when the
-    // tree turns out to have changed, or objects/ to have changed since that release.
+    // Read beside the walk: the stat cache, which tells the hashers which files the
+    // publication probably holds, and the listing of objects/. With a record of the last
+    // release, only once the tree turns out to have changed (objects/ also when it changed
+    // since that release); started at most once each.
+    std::shared_future<StatCache> cache_future;
     std::shared_future<Result<ObjectSet>> objects_future;
+    auto load_stat_cache = [&] {
+        if (!cache_future.valid()) {
+            cache_future = std::async(std::launch::async, [&] { return StatCache::load(signer_fd.get(), kCacheFile); }).share();
+        }
+    };
     auto list_objects = [&] {
         if (!objects_future.valid()) {
             objects_future = std::async(std::launch::async, [&] { return ObjectSet::list(pub_fd.get()); }).share();
         }
         return objects_future;
     };
-    if (!last) list_objects();
+    if (!last) {
+        load_stat_cache();
+        list_objects();
+    }
 
     auto preflight_failed = [&]() -> std::optional<Status> {
         if (!options.preflight.valid() ||
@@ -945,6 +949,7 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
             }
             speculative.wait();  // unused; `sign` is called once at a time
         }
+        load_stat_cache();
         list_objects();
     }
 
@@ -1052,18 +1057,6 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     SSYNC_ASSIGN_OR_RETURN(Manifest next, next_header(options, before));
 
     PublishResult result;
-    auto count_entries = [&] {
-        for (const ScannedEntry& se : scanned) {
-            switch (se.entry.type) {
-                case EntryType::file:
-                    result.stats.files++;
-                    result.stats.bytes += se.entry.size;
-                    break;
-                case EntryType::dir: result.stats.dirs++; break;
-                case EntryType::symlink: result.stats.symlinks++; break;
-            }
-        }
-    };
     phases.scan = lap();
 
     // Whether the publication holds an object: what objects/ held when the run began. What
@@ -1150,11 +1143,18 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     result.stats.bytes_hashed += bytes_hashed;
     result.stats.objects_stored = store.objects_stored_;
     result.stats.bytes_stored = store.bytes_stored_;
-    count_entries();
     next.entries.reserve(scanned.size());
     std::vector<FileStat> stats;
     stats.reserve(scanned.size());
     for (ScannedEntry& se : scanned) {
+        switch (se.entry.type) {
+            case EntryType::file:
+                result.stats.files++;
+                result.stats.bytes += se.entry.size;
+                break;
+            case EntryType::dir: result.stats.dirs++; break;
+            case EntryType::symlink: result.stats.symlinks++; break;
+        }
         next.entries.push_back(std::move(se.entry));
         stats.push_back(se.stat);
     }

@@ -298,8 +298,7 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
     next.verified_until = verified_now ? verified_until : state->verified_until;
     SSYNC_RETURN_IF_ERROR(store.save(next));
     report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    first_sync.keep();
-    return report;
+    return report;  // first_sync was kept when staging began
 }
 
 }  // namespace ssync

@@ -90,11 +90,10 @@ struct PublishResult {
     std::string manifest_bytes;  // what was signed
     std::string manifest_sha256;
     PublishStats stats;
-    // What the run built: the release's entries, or (when they were reused) the walk's. Handed
-    // over rather than freed inside publish(): a caller about to exit need not free tens of
-    // thousands of entries one string at a time (~50 ms on the bench tree).
+    // The entries the run built (none when it reused the last release's). Handed over rather
+    // than freed inside publish(): a caller about to exit need not free tens of thousands of
+    // entries one string at a time (~50 ms on the bench tree).
     std::vector<Entry> entries;
-    std::vector<ScannedEntry> scanned;
 };
 
 // Scans `source`, stores new content as objects, then writes and signs the manifest and makes

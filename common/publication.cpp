@@ -903,19 +903,24 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     // is made again under a new header. Otherwise the whole way below, which walks again: a
     // tree that changed costs that second walk, a tenth of what signing its changes costs.
     if (last) {
+        // The walk starts at once, beside reading the previous release and making the new one.
+        std::future<std::optional<TreeStamp>> walk = std::async(std::launch::async, [&] {
+            return stamp_tree(src_fd.get(), options.special, options.threads);
+        });
         if (!before_future.get()) return before_future.get().status();
         const Before& before = before_future.get().value();
         if (record_fits(*last, before)) {
             if (auto failed = preflight_failed()) return *failed;
             SSYNC_ASSIGN_OR_RETURN(Manifest next, next_header(options, before));
             std::string bytes = rewrite_manifest_header(next, before.current->bytes);
-            // Signed beside the walk: gpg (three processes through GPGME) takes about as long as
-            // the walk. If the walk finds a change, the signature is thrown away unused.
+            // Signed beside the walk: gpg (two processes through GPGME, after one that looks up
+            // the key) takes about as long as the walk. If the walk finds a change, the signature
+            // is thrown away unused.
             std::future<Result<std::string>> speculative = std::async(std::launch::async, [&]() -> Result<std::string> {
                 if (options.preflight.valid()) SSYNC_RETURN_IF_ERROR(options.preflight.get());
                 return sign(bytes);
             });
-            std::optional<TreeStamp> quick = stamp_tree(src_fd.get(), options.special, options.threads);
+            std::optional<TreeStamp> quick = walk.get();
             auto objects_held = [&]() -> Result<bool> {
                 if (!last->objects_stamp.empty() && objects_stamp(pub_fd.get()) == last->objects_stamp) return true;
                 const Result<ObjectSet>& objects = list_objects().get();
@@ -949,6 +954,7 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
             }
             speculative.wait();  // unused; `sign` is called once at a time
         }
+        if (walk.valid()) walk.wait();  // not taken when the record did not fit
         load_stat_cache();
         list_objects();
     }

@@ -1,5 +1,6 @@
 // ssync-signer sign: tree -> objects -> manifest -> detached signature -> current release.
 #include <cstdio>
+#include <cstdlib>
 #include <ctime>
 #include <future>
 #include <nlohmann/json.hpp>
@@ -47,6 +48,11 @@ int run_sign(const cli::Args& args) {
     signing.key = args.get("key");
     signing.gnupg_home = args.get("gnupghome");
     signing.passphrase_file = args.get("passphrase-file");
+    // One home for the whole run, named in the environment before any thread starts: GPGME
+    // then needs no per-context binding, which costs a `gpg --version` (see new_context).
+    if (!signing.gnupg_home.empty() && ::setenv("GNUPGHOME", signing.gnupg_home.c_str(), 1) != 0) {
+        return cli::report_error(errno_status("GNUPGHOME"));
+    }
 
     // The key is looked up while the tree is scanned and hashed; the same GPGME context then
     // makes the signature.

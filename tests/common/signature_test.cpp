@@ -211,6 +211,32 @@ TEST_SUITE("SignatureVerifier") {
         CHECK(f.verifier("plain")->verify(kData, *sig).is_ok());
     }
 
+    // ssync-signer names its home in GNUPGHOME too, so that no context is bound to it on its own
+    // (new_context): that shortcut must be taken only when both name the same home.
+    TEST_CASE("sign_detached with a home that GNUPGHOME also names signs from it") {
+        Fixture f;
+        ScopedEnv gnupghome("GNUPGHOME", f.keys.home);
+        auto sig = sign_detached(kData, {f.keys.plain_fpr, f.keys.home, ""});
+        REQUIRE_MESSAGE(sig.is_ok(), sig.status().message());
+        CHECK(f.verifier("plain")->verify(kData, *sig).is_ok());
+    }
+
+    TEST_CASE("sign_detached uses its home, not another one GNUPGHOME names") {
+        Fixture f;
+        // GNUPGHOME names a home without the secret key: the key is found all the same.
+        std::string elsewhere = f.gpg_home_with({"plain"});
+        ScopedEnv gnupghome("GNUPGHOME", elsewhere);
+        auto sig = sign_detached(kData, {f.keys.plain_fpr, f.keys.home, ""});
+        REQUIRE_MESSAGE(sig.is_ok(), sig.status().message());
+        CHECK(f.verifier("plain")->verify(kData, *sig).is_ok());
+        // And the other way round: the home holding the key in GNUPGHOME, the option naming the
+        // one without it, is refused for want of the secret key.
+        ScopedEnv swapped("GNUPGHOME", f.keys.home);
+        auto refused = sign_detached(kData, {f.keys.plain_fpr, elsewhere, ""});
+        REQUIRE_FALSE(refused.is_ok());
+        CHECK(refused.status().message().find("no such secret key") != std::string::npos);
+    }
+
     TEST_CASE("a signature that carries its own key (--include-key-block) is still refused") {
         Fixture f;
         ProcessResult r = run({"gpg", "--homedir", f.keys.home, "--batch", "--yes", "--armor",

@@ -7,12 +7,13 @@
 namespace ssync {
 
 DownloadQueue::DownloadQueue(const std::vector<Download>& downloads, const DownloadOptions& options,
-                             std::size_t max_buffers)
+                             std::size_t max_buffers, unsigned writers)
     : downloads_(downloads),
       options_(options),
       max_buffers_(std::max<std::size_t>(1, max_buffers)),
       filling_(downloads.size(), nullptr) {
-    worker_ = std::thread([this] { work(); });
+    for (unsigned i = 0; i < std::max(1u, writers); ++i) writers_.push_back(std::make_unique<Writer>());
+    for (auto& w : writers_) w->thread = std::thread([this, &writer = *w] { work(writer); });
 }
 
 DownloadQueue::~DownloadQueue() { cancel(); }
@@ -21,18 +22,22 @@ void DownloadQueue::cancel() {
     {
         std::lock_guard<std::mutex> lock(mutex_);
         stopping_ = true;
-        for (const Message& m : queue_) {
-            if (m.buffer) {
-                m.buffer->size = 0;
-                free_.push_back(m.buffer);
-                --queued_buffers_;
+        for (auto& w : writers_) {
+            for (const Message& m : w->queue) {
+                if (m.buffer) {
+                    m.buffer->size = 0;
+                    free_.push_back(m.buffer);
+                    --queued_buffers_;
+                }
             }
+            w->queue.clear();
         }
-        queue_.clear();
     }
-    work_cv_.notify_all();
+    for (auto& w : writers_) w->cv.notify_all();
     buffer_cv_.notify_all();
-    if (worker_.joinable()) worker_.join();
+    for (auto& w : writers_) {
+        if (w->thread.joinable()) w->thread.join();
+    }
 }
 
 DownloadQueue::Buffer* DownloadQueue::acquire() {
@@ -43,8 +48,8 @@ DownloadQueue::Buffer* DownloadQueue::acquire() {
             free_.pop_back();
             return b;
         }
-        // Only the worker frees buffers: with none queued for it, waiting would never end (every
-        // buffer is being filled), so one more is made.
+        // Only the writers free buffers: with none queued for them, waiting would never end
+        // (every buffer is being filled), so one more is made.
         if (buffers_.size() < max_buffers_ || queued_buffers_ == 0 || stopping_) {
             auto b = std::make_unique<Buffer>();
             b->bytes = std::make_unique<char[]>(kBufferSize);
@@ -59,6 +64,7 @@ DownloadQueue::Buffer* DownloadQueue::acquire() {
 
 void DownloadQueue::post(Message message) {
     bool wake = false;
+    Writer* writer = nullptr;
     {
         std::lock_guard<std::mutex> lock(mutex_);
         if (stopping_) {
@@ -69,11 +75,12 @@ void DownloadQueue::post(Message message) {
             return;
         }
         if (message.buffer) ++queued_buffers_;
-        queue_.push_back(message);
-        wake = worker_idle_;
+        writer = writers_[message.index % writers_.size()].get();
+        writer->queue.push_back(message);
+        wake = writer->idle;
     }
     // Waking a thread is a system call: only when it sleeps (it looks again under the lock).
-    if (wake) work_cv_.notify_one();
+    if (wake) writer->cv.notify_one();
 }
 
 void DownloadQueue::append(std::size_t i, const char* data, std::size_t size) {
@@ -131,7 +138,7 @@ void DownloadQueue::release(Buffer* buffer) {
 }
 
 void DownloadQueue::report(std::size_t index, Status status) {
-    if (!status.is_ok() && status.code() != Code::transport) failed_ = true;
+    if (!status.is_ok() && status.code() != Code::transport) failed_.store(true);
     bool wake = false;
     {
         std::lock_guard<std::mutex> lock(mutex_);
@@ -141,59 +148,59 @@ void DownloadQueue::report(std::size_t index, Status status) {
     if (wake) verdict_cv_.notify_one();
 }
 
-void DownloadQueue::work() {
+void DownloadQueue::work(Writer& writer) {
     std::deque<Message> batch;
     for (;;) {
         {
             std::unique_lock<std::mutex> lock(mutex_);
-            worker_idle_ = true;
-            work_cv_.wait(lock, [&] { return stopping_ || !queue_.empty(); });
-            worker_idle_ = false;
+            writer.idle = true;
+            writer.cv.wait(lock, [&] { return stopping_ || !writer.queue.empty(); });
+            writer.idle = false;
             if (stopping_) break;
-            batch.swap(queue_);
+            batch.swap(writer.queue);
         }
         // Handled outside the lock, so that the network thread keeps handing over meanwhile.
         for (const Message& m : batch) {
-            handle(m);
+            handle(writer, m);
             if (m.buffer) release(m.buffer);
         }
         batch.clear();
     }
     // Whatever is still open never verified.
-    for (auto& [index, writer] : writers_) writer->discard();
-    writers_.clear();
+    for (auto& [index, file] : writer.files) file->discard();
+    writer.files.clear();
 }
 
-void DownloadQueue::handle(const Message& m) {
-    auto it = writers_.find(m.index);
+void DownloadQueue::handle(Writer& writer, const Message& m) {
+    auto it = writer.files.find(m.index);
     if (m.kind == Kind::restart || m.kind == Kind::abandon) {
-        if (it != writers_.end()) {
+        if (it != writer.files.end()) {
             it->second->discard();
-            writers_.erase(it);
+            writer.files.erase(it);
         }
         return;
     }
-    if (failed_) return;  // the batch is over: at most remove files (above)
-    if (it == writers_.end()) {
+    if (failed_.load()) return;  // the batch is over: at most remove files (above)
+    if (it == writer.files.end()) {
         FileSystem& fs = options_.fs ? *options_.fs : system_fs();
-        auto writer = std::make_unique<DownloadWriter>(downloads_[m.index], fs);
-        if (Status s = writer->open(); !s) return report(m.index, s);
-        it = writers_.emplace(m.index, std::move(writer)).first;
+        auto file = std::make_unique<DownloadWriter>(downloads_[m.index], fs);
+        if (Status s = file->open(); !s) return report(m.index, s);
+        it = writer.files.emplace(m.index, std::move(file)).first;
     }
-    DownloadWriter& writer = *it->second;
+    DownloadWriter& file = *it->second;
     if (m.buffer && m.buffer->size > 0) {
-        if (Status s = writer.write(m.buffer->bytes.get(), m.buffer->size); !s) {
-            writer.discard();
-            writers_.erase(it);
+        if (Status s = file.write(m.buffer->bytes.get(), m.buffer->size); !s) {
+            file.discard();
+            writer.files.erase(it);
             // The network side bounds every body, so a write past the size is not the
             // server's doing: fatal, like a failing disk.
             return report(m.index, s.code() == Code::transport ? Status(Code::internal, s.message()) : s);
         }
     }
     if (m.kind != Kind::finish) return;
-    Status s = writer.finish(options_.on_verified);
-    if (!s) writer.discard();
-    writers_.erase(it);
+    Status s = file.finish(options_.on_verified);
+    if (!s) file.discard();
+    writer.files.erase(it);
     report(m.index, std::move(s));
 }
 

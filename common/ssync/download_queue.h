@@ -1,8 +1,10 @@
-// Downloads written on a thread of their own. The network thread hands each file's body over in
-// buffers as it arrives; a worker writes them through DownloadWriter (the one place where
-// downloaded bytes are bounded and hashed), runs the VerifiedHook, and reports a verdict per
+// Downloads written on threads of their own. The network thread hands each file's body over in
+// buffers as it arrives; writers write them through DownloadWriter (the one place where
+// downloaded bytes are bounded and hashed), run the VerifiedHook, and report a verdict per
 // file. This takes SHA-256, write() and the hook's system calls off the thread that decrypts
-// and parses the responses, so that the two run on two cores.
+// and parses the responses. There are several writers, each file going to one of them by its
+// index: copying a gigabyte into the page cache is the largest single cost of a first sync
+// (perf: ~2/3 of a lone writer's time on the development VM), and it was one thread's.
 //
 // Memory is bounded: buffers of kBufferSize, at most `max_buffers` of them unless every buffer
 // is held by a file still being received (then one more is made rather than wait forever);
@@ -10,6 +12,7 @@
 // were handed over.
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstddef>
@@ -29,9 +32,9 @@ class DownloadQueue {
 public:
     static constexpr std::size_t kBufferSize = 128 * 1024;
 
-    // `downloads` and `options` must outlive the queue. Starts the worker.
+    // `downloads` and `options` must outlive the queue. Starts `writers` threads (at least one).
     DownloadQueue(const std::vector<Download>& downloads, const DownloadOptions& options,
-                  std::size_t max_buffers);
+                  std::size_t max_buffers, unsigned writers);
     // cancel().
     ~DownloadQueue();
     DownloadQueue(const DownloadQueue&) = delete;
@@ -45,7 +48,7 @@ public:
     void flush(std::size_t i);
     // Download i's body starts again from its first byte: what was handed over is dropped.
     void restart(std::size_t i);
-    // Download i's body is complete: the worker checks it and reports a verdict.
+    // Download i's body is complete: its writer checks it and reports a verdict.
     void finish(std::size_t i);
     // Download i is given up: its file is removed.
     void abandon(std::size_t i);
@@ -61,8 +64,8 @@ public:
     // The verdicts reported since the last call; waits up to `timeout` when there is none.
     std::vector<Verdict> take_verdicts(std::chrono::milliseconds timeout);
 
-    // Stops the worker: what is still queued is dropped, every file not verified yet is removed,
-    // verified ones stay. Waits for the worker. Idempotent.
+    // Stops the writers: what is still queued is dropped, every file not verified yet is removed,
+    // verified ones stay. Waits for the writers. Idempotent.
     void cancel();
 
 private:
@@ -77,12 +80,21 @@ private:
         Buffer* buffer;  // data, or the last bytes of a finish; null otherwise
     };
 
+    // One writer thread: its queue, and the open file of each download it is writing.
+    struct Writer {
+        std::deque<Message> queue;  // guarded by mutex_
+        std::condition_variable cv;
+        bool idle = false;          // guarded by mutex_: sleeping on cv
+        std::unordered_map<std::size_t, std::unique_ptr<DownloadWriter>> files;  // its own
+        std::thread thread;
+    };
+
     Buffer* acquire();                    // network thread
     void post(Message message);           // network thread
-    void release(Buffer* buffer);         // worker
-    void report(std::size_t index, Status status);  // worker
-    void work();                          // the worker's loop
-    void handle(const Message& message);  // worker
+    void release(Buffer* buffer);         // writers
+    void report(std::size_t index, Status status);  // writers
+    void work(Writer& writer);            // a writer's loop
+    void handle(Writer& writer, const Message& message);
 
     const std::vector<Download>& downloads_;
     const DownloadOptions& options_;
@@ -90,22 +102,19 @@ private:
 
     std::vector<Buffer*> filling_;  // network thread: per download, the buffer being filled
 
-    std::mutex mutex_;  // guards everything below up to the worker's own state
-    std::condition_variable work_cv_, buffer_cv_, verdict_cv_;
-    std::deque<Message> queue_;
+    std::mutex mutex_;  // guards what the writers and the network thread share, below
+    std::condition_variable buffer_cv_, verdict_cv_;
     std::vector<std::unique_ptr<Buffer>> buffers_;  // all of them, owned here
     std::vector<Buffer*> free_;
-    std::size_t queued_buffers_ = 0;  // buffers in queue_ or being handled: the worker frees them
+    std::size_t queued_buffers_ = 0;  // buffers queued or being handled: the writers free them
     std::vector<Verdict> verdicts_;
     bool stopping_ = false;
     // Who sleeps on which condition variable: notified only then.
-    bool worker_idle_ = false, waiting_for_buffer_ = false, waiting_for_verdict_ = false;
+    bool waiting_for_buffer_ = false, waiting_for_verdict_ = false;
+    // A fatal verdict was reported: every writer drops what comes after it.
+    std::atomic<bool> failed_{false};
 
-    // The worker's own: the open file of each download being written.
-    std::unordered_map<std::size_t, std::unique_ptr<DownloadWriter>> writers_;
-    bool failed_ = false;  // a fatal verdict was reported: everything after it is dropped
-
-    std::thread worker_;
+    std::vector<std::unique_ptr<Writer>> writers_;  // download i goes to writers_[i % size]
 };
 
 }  // namespace ssync

@@ -28,7 +28,8 @@ struct Download {
 
 // Called once for each download that verified, with its file still open for writing, before it
 // is closed: the moment to set metadata or start writeback without opening it again. Runs on
-// whichever thread wrote the file; an error fails the batch as it is.
+// whichever thread wrote the file, on several threads at once; an error fails the batch as it
+// is.
 using VerifiedHook = std::function<Status(const Download& download, int fd)>;
 
 struct DownloadOptions {
@@ -37,6 +38,9 @@ struct DownloadOptions {
     // many keep the server's output and our input full, so that neither side sleeps between
     // small files (on a busy or virtual machine each wake-up costs a scheduling delay).
     int max_parallel = 64;
+    // Threads that hash and write the bodies where the transport receives on a thread of its own
+    // (DownloadQueue); 0: one per core, from 2 to 4.
+    unsigned writers = 0;
     std::function<void(std::uint64_t files, std::uint64_t bytes)> progress;  // any thread
     VerifiedHook on_verified;            // optional
     FileSystem* fs = nullptr;            // what downloads are written through; null: system_fs()

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cerrno>
+#include <mutex>
 #include <string>
 
 #include "ssync/fs.h"
@@ -14,13 +15,17 @@ public:
     enum class Op { none, write, fsync, rename, link, mkdir, open_create, unlink };
     // Fails the `nth` (1-based) call of `op` with `err`, and every later one if `sticky`.
     void fail(Op op, int nth, int err, bool sticky = false) {
+        std::lock_guard<std::mutex> lock(mutex_);
         op_ = op;
         nth_ = nth;
         err_ = err;
         sticky_ = sticky;
         count_ = 0;
     }
-    int failures() const { return failures_; }
+    int failures() const {
+        std::lock_guard<std::mutex> lock(mutex_);
+        return failures_;
+    }
 
     int openat(int dirfd, const char* path, int flags, mode_t mode) override {
         if ((flags & O_CREAT) && hit(Op::open_create)) return -1;
@@ -53,7 +58,9 @@ public:
     }
 
 private:
+    // Downloads are written on several threads at once.
     bool hit(Op op) {
+        std::lock_guard<std::mutex> lock(mutex_);
         if (op != op_) return false;
         ++count_;
         if (count_ == nth_ || (sticky_ && count_ > nth_)) {
@@ -63,6 +70,7 @@ private:
         }
         return false;
     }
+    mutable std::mutex mutex_;
     Op op_ = Op::none;
     int nth_ = 0, count_ = 0, err_ = 0, failures_ = 0;
     bool sticky_ = false;

@@ -8,7 +8,9 @@
 
 #include <chrono>
 #include <map>
+#include <mutex>
 #include <set>
+#include <thread>
 
 #include "fault_fs.h"
 #include "servers.h"
@@ -296,7 +298,7 @@ TEST_SUITE("HttpTransport") {
         CHECK(logged(server, "HTTP/2.0\" 200", 200) == 200);
     }
 
-    TEST_CASE("download_all: files larger than the worker's buffers, more than its buffers hold at once") {
+    TEST_CASE("download_all: files larger than the queue's buffers, more than its buffers hold at once") {
         Fixture f;
         // 12 files of 1.5 buffers to 3.5 buffers each: every file spans several buffers, and
         // together they are more than the queue's buffers (the network thread must wait).
@@ -316,22 +318,32 @@ TEST_SUITE("HttpTransport") {
         auto t = open_or_fail(server.https_url(), f.options(server));
         UniqueFd dir;
         auto downloads = f.downloads(f.tmp / "stage", dir);
+        std::mutex mutex;  // the hook runs on several writer threads at once
         std::map<std::string, int> calls;
+        std::set<std::thread::id> threads;
         DownloadOptions options;
+        options.writers = 2;
         options.on_verified = [&](const Download& d, int fd) -> Status {
             struct stat st;
-            CHECK(::fstat(fd, &st) == 0);
-            CHECK(static_cast<std::uint64_t>(st.st_size) == d.size);
-            calls[d.path]++;  // the worker's thread only: no lock needed
+            bool whole = ::fstat(fd, &st) == 0 && static_cast<std::uint64_t>(st.st_size) == d.size;
+            std::lock_guard<std::mutex> lock(mutex);
+            CHECK_MESSAGE(whole, d.path);
+            calls[d.path]++;
+            threads.insert(std::this_thread::get_id());
             return Status::ok();
         };
         Status s = t->download_all(downloads, options);
         REQUIRE_MESSAGE(s.is_ok(), s.message());
         CHECK(calls.size() == 60);
         for (const auto& [path, n] : calls) CHECK_MESSAGE(n == 1, path);
+        CHECK(threads.size() == 2);  // both writers wrote
+        CHECK(threads.count(std::this_thread::get_id()) == 0);
 
         UniqueFd dir2;
         auto again = f.downloads(f.tmp / "stage2", dir2);
+        // One writer, so that "nothing after the failure" is exact: with more, another file's
+        // hook may be running when the failure is reported.
+        options.writers = 1;
         int seen = 0;
         options.on_verified = [&](const Download& d, int) -> Status {
             if (++seen == 10) return Status(Code::io, d.path + ": chmod: Operation not permitted");

@@ -913,9 +913,9 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
             if (auto failed = preflight_failed()) return *failed;
             SSYNC_ASSIGN_OR_RETURN(Manifest next, next_header(options, before));
             std::string bytes = rewrite_manifest_header(next, before.current->bytes);
-            // Signed beside the walk: gpg (two processes through GPGME, after one that looks up
-            // the key) takes about as long as the walk. If the walk finds a change, the signature
-            // is thrown away unused.
+            // Signed beside the walk: the gpg processes GPGME starts (the engine's version, the
+            // key lookup, the signature) take about as long as the walk. If the walk finds a
+            // change, the signature is thrown away unused.
             std::future<Result<std::string>> speculative = std::async(std::launch::async, [&]() -> Result<std::string> {
                 if (options.preflight.valid()) SSYNC_RETURN_IF_ERROR(options.preflight.get());
                 return sign(bytes);

@@ -112,4 +112,14 @@ bool exists(const std::string& path) {
     return ::lstat(path.c_str(), &st) == 0;
 }
 
+std::string pseudo_random_bytes(std::size_t size, unsigned seed) {
+    std::string s(size, '\0');
+    std::uint32_t x = seed * 2654435761u + 1;
+    for (char& c : s) {
+        x = x * 1664525u + 1013904223u;  // a linear congruential generator: cheap, and enough
+        c = static_cast<char>(x >> 24);
+    }
+    return s;
+}
+
 }  // namespace ssync::test

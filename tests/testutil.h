@@ -57,6 +57,8 @@ void write_file(const std::string& path, const std::string& data, mode_t mode = 
 std::string read_file(const std::string& path);
 bool exists(const std::string& path);  // lstat succeeds
 void make_dirs(const std::string& path);
+// `size` bytes that look random, the same for the same seed and different for another.
+std::string pseudo_random_bytes(std::size_t size, unsigned seed);
 
 // Test keys made by keys/make-test-keys.sh once per test process, in a GnuPG home of their own.
 struct TestKeys {

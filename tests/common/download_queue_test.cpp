@@ -19,16 +19,6 @@ namespace {
 
 using namespace std::chrono_literals;
 
-std::string content(std::size_t size, unsigned seed) {
-    std::string s(size, '\0');
-    std::uint32_t x = seed * 2654435761u + 7;
-    for (char& c : s) {
-        x = x * 1664525u + 1013904223u;
-        c = static_cast<char>(x >> 24);
-    }
-    return s;
-}
-
 struct Fixture {
     TempDir tmp;
     std::string staging = tmp / "stage";
@@ -43,7 +33,7 @@ struct Fixture {
         dir = std::move(fd).value();
         for (std::size_t i = 0; i < files; ++i) {
             // From a third of a buffer to several buffers: some files span many messages.
-            bodies.push_back(content(base_size * (1 + i % 7) + i, static_cast<unsigned>(i)));
+            bodies.push_back(pseudo_random_bytes(base_size * (1 + i % 7) + i, static_cast<unsigned>(i)));
             downloads.push_back(Download{"objects/" + std::to_string(i), bodies.back().size(),
                                          sha256_hex(bodies.back()), dir.get(), "f" + std::to_string(i)});
         }
@@ -116,7 +106,7 @@ TEST_SUITE("DownloadQueue") {
         DownloadQueue queue(f.downloads, options, 8, 2);
         for (std::size_t i = 0; i < 4; ++i) {
             // Garbage first (more than a buffer), then the real body from its first byte.
-            std::string junk = content(f.bodies[i].size() / 2 + DownloadQueue::kBufferSize, 999);
+            std::string junk = pseudo_random_bytes(f.bodies[i].size() / 2 + DownloadQueue::kBufferSize, 999);
             junk.resize(std::min(junk.size(), f.bodies[i].size()));
             queue.append(i, junk.data(), junk.size());
             queue.flush(i);

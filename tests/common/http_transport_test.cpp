@@ -25,17 +25,6 @@ namespace {
 
 using Clock = std::chrono::steady_clock;
 
-// Deterministic bytes that differ with the seed.
-std::string content(std::size_t size, unsigned seed) {
-    std::string s(size, '\0');
-    std::uint32_t x = seed * 2654435761u + 1;
-    for (char& c : s) {
-        x = x * 1664525u + 1013904223u;
-        c = static_cast<char>(x >> 24);
-    }
-    return s;
-}
-
 double seconds_since(Clock::time_point start) {
     return std::chrono::duration<double>(Clock::now() - start).count();
 }
@@ -133,7 +122,7 @@ TEST_SUITE("HttpTransport") {
     TEST_CASE("fetch and fetch_to over HTTPS with the test CA") {
         Fixture f;
         f.add("a.txt", "hello\n");
-        f.add("dir/with space+plus%.bin", content(100'000, 1));
+        f.add("dir/with space+plus%.bin", pseudo_random_bytes(100'000, 1));
         f.add(".ssync/manifest.json", "{}\n");
         NginxServer server(f.pub);
         auto t = open_or_fail(server.https_url(), f.options(server));
@@ -203,7 +192,7 @@ TEST_SUITE("HttpTransport") {
 
     TEST_CASE("a file larger than max_bytes is refused by its Content-Length, without retries") {
         Fixture f;
-        f.add("big", content(1 << 20, 2));
+        f.add("big", pseudo_random_bytes(1 << 20, 2));
         NginxServer server(f.pub);
         auto t = open_or_fail(server.https_url(), f.options(server));
         auto got = t->fetch("big", 1000);
@@ -243,7 +232,7 @@ TEST_SUITE("HttpTransport") {
     }
 
     TEST_CASE("a truncated body is a transport error after every attempt") {
-        ScriptedHttpServer server(ScriptedHttpServer::truncated(content(1000, 3), 500));
+        ScriptedHttpServer server(ScriptedHttpServer::truncated(pseudo_random_bytes(1000, 3), 500));
         TransportOptions options;
         options.attempts = 2;
         auto t = open_or_fail(server.url(), options);
@@ -277,7 +266,7 @@ TEST_SUITE("HttpTransport") {
     TEST_CASE("download_all fetches 200 files over HTTP/2 and verifies each") {
         Fixture f;
         for (unsigned i = 0; i < 200; ++i)
-            f.add("d" + std::to_string(i % 7) + "/file" + std::to_string(i), content(i * 97, i));
+            f.add("d" + std::to_string(i % 7) + "/file" + std::to_string(i), pseudo_random_bytes(i * 97, i));
         NginxServer server(f.pub);
         auto t = open_or_fail(server.https_url(), f.options(server));
         UniqueFd dir;
@@ -303,7 +292,7 @@ TEST_SUITE("HttpTransport") {
         // 12 files of 1.5 buffers to 3.5 buffers each: every file spans several buffers, and
         // together they are more than the queue's buffers (the network thread must wait).
         for (unsigned i = 0; i < 12; ++i)
-            f.add("big/" + std::to_string(i), content(DownloadQueue::kBufferSize * (3 + i % 5) / 2 + i, 100 + i));
+            f.add("big/" + std::to_string(i), pseudo_random_bytes(DownloadQueue::kBufferSize * (3 + i % 5) / 2 + i, 100 + i));
         NginxServer server(f.pub);
         auto t = open_or_fail(server.https_url(), f.options(server));
         DownloadOptions options;
@@ -313,7 +302,7 @@ TEST_SUITE("HttpTransport") {
 
     TEST_CASE("the verified hook runs once per file, on the whole file still open, its error ends the batch") {
         Fixture f;
-        for (unsigned i = 0; i < 60; ++i) f.add("file" + std::to_string(i), content(1000 + 300 * i, i));
+        for (unsigned i = 0; i < 60; ++i) f.add("file" + std::to_string(i), pseudo_random_bytes(1000 + 300 * i, i));
         NginxServer server(f.pub);
         auto t = open_or_fail(server.https_url(), f.options(server));
         UniqueFd dir;
@@ -360,7 +349,7 @@ TEST_SUITE("HttpTransport") {
 
     TEST_CASE("a disk failing mid-batch ends download_all with its error, no partial file is left") {
         Fixture f;
-        for (unsigned i = 0; i < 80; ++i) f.add("file" + std::to_string(i), content(40'000 + i, i));
+        for (unsigned i = 0; i < 80; ++i) f.add("file" + std::to_string(i), pseudo_random_bytes(40'000 + i, i));
         NginxServer server(f.pub);
         auto t = open_or_fail(server.https_url(), f.options(server));
         UniqueFd dir;
@@ -389,7 +378,7 @@ TEST_SUITE("HttpTransport") {
         // Regression: with every transfer done and a verdict outstanding, the loop slept in
         // curl_multi_poll for its whole second.
         Fixture f;
-        f.add("one", content(5000, 7));
+        f.add("one", pseudo_random_bytes(5000, 7));
         NginxServer server(f.pub);
         auto t = open_or_fail(server.http_url(), TransportOptions{});
         double fastest = 10;
@@ -412,7 +401,7 @@ TEST_SUITE("HttpTransport") {
 
     TEST_CASE("over HTTP/1.1, many transfers in flight still open at most 8 connections") {
         Fixture f;
-        for (unsigned i = 0; i < 120; ++i) f.add("file" + std::to_string(i), content(20'000 + i, i));
+        for (unsigned i = 0; i < 120; ++i) f.add("file" + std::to_string(i), pseudo_random_bytes(20'000 + i, i));
         NginxServer server(f.pub);
         auto t = open_or_fail(server.http_url(), TransportOptions{});
         DownloadOptions options;
@@ -429,7 +418,7 @@ TEST_SUITE("HttpTransport") {
 
     TEST_CASE("download_all over plain HTTP") {
         Fixture f;
-        for (unsigned i = 0; i < 30; ++i) f.add("file" + std::to_string(i), content(5000 + i, i));
+        for (unsigned i = 0; i < 30; ++i) f.add("file" + std::to_string(i), pseudo_random_bytes(5000 + i, i));
         NginxServer server(f.pub);
         auto t = open_or_fail(server.http_url(), TransportOptions{});
         f.download_and_check(*t, DownloadOptions{});
@@ -440,7 +429,7 @@ TEST_SUITE("HttpTransport") {
         "a wrong byte on the server is retried, then fails the batch naming the file, which is "
         "removed") {
         Fixture f;
-        for (unsigned i = 0; i < 20; ++i) f.add("file" + std::to_string(i), content(3000, i));
+        for (unsigned i = 0; i < 20; ++i) f.add("file" + std::to_string(i), pseudo_random_bytes(3000, i));
         NginxServer server(f.pub);
         std::string bad = f.files["file7"];
         bad[1234] ^= 1;
@@ -464,7 +453,7 @@ TEST_SUITE("HttpTransport") {
 
     TEST_CASE("nginx stopped mid-batch fails the batch, after start() a new batch succeeds") {
         Fixture f;
-        for (unsigned i = 0; i < 100; ++i) f.add("file" + std::to_string(i), content(32 * 1024, i));
+        for (unsigned i = 0; i < 100; ++i) f.add("file" + std::to_string(i), pseudo_random_bytes(32 * 1024, i));
         NginxServer server(f.pub);
         auto t = open_or_fail(server.https_url(), f.options(server));
         UniqueFd dir;
@@ -508,7 +497,7 @@ TEST_SUITE("HttpTransport") {
 
     struct ResumeFixture {
         TempDir tmp;
-        std::string body = content(200'000, 4);
+        std::string body = pseudo_random_bytes(200'000, 4);
         UniqueFd dir;
         std::vector<Download> downloads;
 
@@ -578,7 +567,7 @@ TEST_SUITE("HttpTransport") {
 
     TEST_CASE(
         "fetch_to hands every byte to the sink once across a resume answered with the whole file") {
-        std::string body = content(50'000, 5);
+        std::string body = pseudo_random_bytes(50'000, 5);
         ScriptedHttpServer server(drop_then(body, [&](const auto&, auto& out) {
             if (out.send(ScriptedHttpServer::head(200, static_cast<std::int64_t>(body.size()))))
                 out.send(body);
@@ -596,7 +585,7 @@ TEST_SUITE("HttpTransport") {
 
     TEST_CASE("a sink error stops fetch_to at once and is returned as it is") {
         Fixture f;
-        f.add("a", content(100'000, 6));
+        f.add("a", pseudo_random_bytes(100'000, 6));
         NginxServer server(f.pub);
         auto t = open_or_fail(server.https_url(), f.options(server));
         Status s = t->fetch_to(

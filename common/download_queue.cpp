@@ -7,12 +7,13 @@
 namespace ssync {
 
 DownloadQueue::DownloadQueue(const std::vector<Download>& downloads, const DownloadOptions& options,
-                             std::size_t max_buffers, unsigned writers)
+                             std::size_t max_buffers)
     : downloads_(downloads),
       options_(options),
       max_buffers_(std::max<std::size_t>(1, max_buffers)),
       filling_(downloads.size(), nullptr) {
-    for (unsigned i = 0; i < std::max(1u, writers); ++i) writers_.push_back(std::make_unique<Writer>());
+    unsigned writers = options.writers ? options.writers : std::clamp(std::thread::hardware_concurrency(), 2u, 4u);
+    for (unsigned i = 0; i < writers; ++i) writers_.push_back(std::make_unique<Writer>());
     for (auto& w : writers_) w->thread = std::thread([this, &writer = *w] { work(writer); });
 }
 

@@ -12,7 +12,6 @@
 #include <mutex>
 #include <optional>
 #include <string_view>
-#include <thread>
 #include <utility>
 #include <vector>
 
@@ -581,8 +580,7 @@ public:
         run_options.name_failures = true;
         // Bodies are hashed and written on the queue's writer threads; buffers for every transfer
         // in flight and some queued.
-        unsigned writers = options.writers ? options.writers : std::clamp(std::thread::hardware_concurrency(), 2u, 4u);
-        DownloadQueue queue(downloads, options, static_cast<std::size_t>(run_options.parallel) + 16, writers);
+        DownloadQueue queue(downloads, options, static_cast<std::size_t>(run_options.parallel) + 16);
         run_options.queue = &queue;
         run_options.open = [&](std::size_t i) -> Result<std::unique_ptr<Receiver>> {
             return std::unique_ptr<Receiver>(std::make_unique<QueuedReceiver>(queue, i));

@@ -596,14 +596,14 @@ void append_manifest_header(std::string& out, const Manifest& m) {
     out += "  \"expires\": \"" + format_rfc3339(m.expires) + "\",\n";
 }
 
-// The first bytes of the entries part, at the start of a line. JSON strings cannot hold a raw
-// line break, so in write_manifest()'s layout these bytes after a '\n' occur only here.
-constexpr std::string_view kEntriesPartStart = "  \"entries\": [";
+// The line break before the entries part and its first bytes. JSON strings cannot hold a raw
+// line break, so in write_manifest()'s layout these bytes occur only here.
+constexpr std::string_view kEntriesLine = "\n  \"entries\": [";
+constexpr std::string_view kEntriesPartStart = kEntriesLine.substr(1);
 }  // namespace
 
 std::optional<std::size_t> find_entries_part(std::string_view bytes) {
-    std::string_view marker = "\n  \"entries\": [";
-    std::size_t at = bytes.find(marker);
+    std::size_t at = bytes.find(kEntriesLine);
     if (at == std::string_view::npos) return std::nullopt;
     return at + 1;
 }

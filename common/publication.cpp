@@ -1027,16 +1027,13 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
         batch.clear();
         batch_bytes = 0;
     };
-    auto add_to_batch = [&](const ScannedEntry& se) {
-        batch.push_back(FoundFile{se.found, se.entry.path, se.stat});
-        batch_bytes += se.entry.size;
-        if (batch.size() >= kBatchFiles || batch_bytes >= kBatchBytes) send_batch();
-    };
     ScanOptions scan_options;
     scan_options.special = options.special;
     scan_options.on_file = [&](const ScannedEntry& se) {
         progress.set_totals(++files_found, bytes_found += se.entry.size);
-        add_to_batch(se);
+        batch.push_back(FoundFile{se.found, se.entry.path, se.stat});
+        batch_bytes += se.entry.size;
+        if (batch.size() >= kBatchFiles || batch_bytes >= kBatchBytes) send_batch();
     };
     auto scanned_result = scan_tree(src_fd.get(), scan_options);
     if (scanned_result) {

@@ -32,9 +32,10 @@ class DownloadQueue {
 public:
     static constexpr std::size_t kBufferSize = 128 * 1024;
 
-    // `downloads` and `options` must outlive the queue. Starts `writers` threads (at least one).
+    // `downloads` and `options` must outlive the queue. Starts options.writers threads (0: one
+    // per core, from 2 to 4).
     DownloadQueue(const std::vector<Download>& downloads, const DownloadOptions& options,
-                  std::size_t max_buffers, unsigned writers);
+                  std::size_t max_buffers);
     // cancel().
     ~DownloadQueue();
     DownloadQueue(const DownloadQueue&) = delete;

@@ -7,7 +7,8 @@
 //   PUB/objects/<aa>/<sha256>          file content by hash, immutable, mode 0444
 //   PUB/tree/<path>                    the current release as a plain tree: hard links to
 //                                      objects (regular files and directories only)
-//   PUB/.ssync-signer/                 the signer's lock, stat cache, last-release record (not for serving)
+//   PUB/.ssync-signer/                 the signer's lock, stat cache and last-release record
+//                                      (not for serving)
 #pragma once
 
 #include <cstdint>

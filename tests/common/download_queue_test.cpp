@@ -87,7 +87,8 @@ TEST_SUITE("DownloadQueue") {
                 threads.insert(std::this_thread::get_id());
                 return Status::ok();
             };
-            DownloadQueue queue(f.downloads, options, 8, writers);
+            options.writers = writers;
+            DownloadQueue queue(f.downloads, options, 8);
             // Pieces that do not divide a buffer: buffers fill across pieces and files.
             f.hand_over_interleaved(queue, 10'007);
             auto got = verdicts(queue, f.downloads.size());
@@ -103,7 +104,8 @@ TEST_SUITE("DownloadQueue") {
     TEST_CASE("a restart drops what was handed over, and the file is written afresh") {
         Fixture f(4, DownloadQueue::kBufferSize);
         DownloadOptions options;  // the queue keeps a reference
-        DownloadQueue queue(f.downloads, options, 8, 2);
+        options.writers = 2;
+        DownloadQueue queue(f.downloads, options, 8);
         for (std::size_t i = 0; i < 4; ++i) {
             // Garbage first (more than a buffer), then the real body from its first byte.
             std::string junk = pseudo_random_bytes(f.bodies[i].size() / 2 + DownloadQueue::kBufferSize, 999);
@@ -125,7 +127,8 @@ TEST_SUITE("DownloadQueue") {
     TEST_CASE("a wrong or short body is a transport verdict and its file is removed") {
         Fixture f(3);
         DownloadOptions options;  // the queue keeps a reference
-        DownloadQueue queue(f.downloads, options, 8, 2);
+        options.writers = 2;
+        DownloadQueue queue(f.downloads, options, 8);
         std::string wrong = f.bodies[0];
         wrong[wrong.size() / 2] ^= 1;
         queue.append(0, wrong.data(), wrong.size());
@@ -153,7 +156,8 @@ TEST_SUITE("DownloadQueue") {
             if (d.file_name == "f0") return Status(Code::io, "f0: chmod: Operation not permitted");
             return Status::ok();
         };
-        DownloadQueue queue(f.downloads, options, 8, 2);
+        options.writers = 2;
+        DownloadQueue queue(f.downloads, options, 8);
         queue.append(0, f.bodies[0].data(), f.bodies[0].size());
         queue.finish(0);
         auto first = verdicts(queue, 1);
@@ -172,7 +176,8 @@ TEST_SUITE("DownloadQueue") {
     TEST_CASE("cancel removes every file not verified yet and keeps the verified ones") {
         Fixture f(6, DownloadQueue::kBufferSize);
         DownloadOptions options;  // the queue keeps a reference
-        DownloadQueue queue(f.downloads, options, 8, 3);
+        options.writers = 3;
+        DownloadQueue queue(f.downloads, options, 8);
         for (std::size_t i = 0; i < 3; ++i) {
             queue.append(i, f.bodies[i].data(), f.bodies[i].size());
             queue.finish(i);

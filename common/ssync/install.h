@@ -56,6 +56,8 @@ struct InstallOptions {
     int source_dir_fd = -1;
 };
 
+class StagedObjects;  // staging's content by digest (install.cpp)
+
 class Installer {
 public:
     // Opens DEST (creating it if missing) and DEST/.ssync. The caller holds the lock. A DEST
@@ -116,13 +118,12 @@ public:
 
 private:
     Installer() = default;
-    Status link_or_copy_staged(const Entry& e, int parent_fd, const std::string& leaf, bool last_use);
     Status set_metadata_fd(int fd, const Entry& e, const std::string& display);
     std::string stamp_with_policy(const std::vector<ScannedEntry>& actual) const;
     // Prepares the new version of file `e` for the rename that switches it in: the staged
     // content itself on its last use (`uses` counts them down), else a copy in staging named
     // `name`; metadata set either way. Returns the directory it is in and sets `name`.
-    Result<int> prepare_file(const Entry& e, int objects_fd, std::unordered_map<std::string, int>& uses,
+    Result<int> prepare_file(const Entry& e, StagedObjects& objects, std::unordered_map<std::string, int>& uses,
                              std::string& name, const std::string& what);
     Status record_into(int tree_fd, int tree_meta_fd, const std::string& display, const Manifest& manifest,
                        const std::string& manifest_bytes, const std::string& signature);

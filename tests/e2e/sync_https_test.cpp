@@ -10,6 +10,7 @@
 #include <chrono>
 #include <doctest/doctest.h>
 #include <nlohmann/json.hpp>
+#include <filesystem>
 #include <sstream>
 #include <thread>
 
@@ -55,17 +56,22 @@ ScriptedHttpServer::Handler serve_files(std::string root,
     };
 }
 
-// Every file in DEST's staging is whole verified content (named by its SHA-256): what a failed
-// run may leave for the next one to reuse. Returns how many there are.
+// Every file in DEST's staging is whole verified content, named by its SHA-256 in the directory
+// named by the digest's first two hex digits: what a failed run may leave for the next one to
+// reuse. Returns how many there are.
 std::size_t verified_staging_files(const std::string& dest) {
     std::string objects = dest + "/.ssync/staging/objects";
     std::size_t n = 0;
-    auto listing = run({"ls", "-A", objects});
-    std::istringstream names(listing.out);
-    for (std::string name; std::getline(names, name);) {
-        if (name.empty()) continue;
+    auto listing = run({"find", objects, "-mindepth", "1", "-not", "-type", "d"});
+    std::istringstream paths(listing.out);
+    for (std::string path; std::getline(paths, path);) {
+        if (path.empty()) continue;
         ++n;
-        CHECK_MESSAGE(sha256_hex(read_file(objects + "/" + name)) == name, name);
+        std::filesystem::path p(path);
+        std::string name = p.filename();
+        CHECK_MESSAGE(p.parent_path().filename() == name.substr(0, 2), path);
+        CHECK_MESSAGE(p.parent_path().parent_path() == objects, path);
+        CHECK_MESSAGE(sha256_hex(read_file(path)) == name, path);
     }
     return n;
 }

@@ -305,12 +305,15 @@ TEST_SUITE("e2e sync") {
         m.audit_clean();
 
         // A FIFO among the staged objects an interrupted run left (named like the content a
-        // drifted file needs back) is removed, not opened and waited on.
+        // drifted file needs back, where it would be staged and in the flat layout of older
+        // versions) is removed, not opened and waited on.
         write_file(m.dest + "/index.html", "drift\n");
         std::string object_name = std::filesystem::path(object_of_entry(m.pub, "index.html")).filename();
-        std::filesystem::create_directories(m.dest + "/.ssync/staging/objects");
-        std::string staged = m.dest + "/.ssync/staging/objects/" + object_name;
-        REQUIRE(::mkfifo(staged.c_str(), 0644) == 0);
+        std::string objects = m.dest + "/.ssync/staging/objects";
+        std::filesystem::create_directories(objects + "/" + object_name.substr(0, 2));
+        for (std::string staged : {objects + "/" + object_name.substr(0, 2) + "/" + object_name, objects + "/" + object_name}) {
+            REQUIRE(::mkfifo(staged.c_str(), 0644) == 0);
+        }
         r = bounded_sync();
         CHECK_MESSAGE(r.exit_status == 0, r.err);
         m.audit_clean();

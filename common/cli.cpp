@@ -211,8 +211,15 @@ int main(const std::string& program, const std::string& summary, const std::vect
          int argc, char** argv) {
     tune_allocator_for_short_runs();
     g_program = program;
-    std::vector<std::string> words(argv + 1, argv + argc);
-    return finish_output(dispatch(program, summary, commands, words));
+    // The last line of defence: memory or threads running out (bad_alloc, system_error) end the
+    // run with one line and exit status 5, not an abort. What the run had begun is left as
+    // after a crash, which every command is built to survive (the next run finishes the job).
+    try {
+        std::vector<std::string> words(argv + 1, argv + argc);
+        return finish_output(dispatch(program, summary, commands, words));
+    } catch (...) {
+        return finish_output(report_error(status_from_current_exception()));
+    }
 }
 
 Result<long long> parse_duration(const std::string& text, const std::string& option) {

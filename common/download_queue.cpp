@@ -14,7 +14,17 @@ DownloadQueue::DownloadQueue(const std::vector<Download>& downloads, const Downl
       filling_(downloads.size(), nullptr) {
     unsigned writers = options.writers ? options.writers : std::clamp(std::thread::hardware_concurrency(), 2u, 4u);
     for (unsigned i = 0; i < writers; ++i) writers_.push_back(std::make_unique<Writer>());
-    for (auto& w : writers_) w->thread = std::thread([this, &writer = *w] { work(writer); });
+    for (std::size_t i = 0; i < writers_.size(); ++i) {
+        try {
+            writers_[i]->thread = std::thread([this, &writer = *writers_[i]] { work(writer); });
+        } catch (...) {
+            // Fewer writers will do; none cannot: the started ones are stopped before the
+            // error leaves (a running std::thread destroyed would end the process).
+            if (i == 0) throw;
+            writers_.resize(i);
+            break;
+        }
+    }
 }
 
 DownloadQueue::~DownloadQueue() { cancel(); }
@@ -24,10 +34,11 @@ void DownloadQueue::cancel() {
         std::lock_guard<std::mutex> lock(mutex_);
         stopping_ = true;
         for (auto& w : writers_) {
+            // Allocates nothing (this runs in the destructor): a queued buffer is left out of
+            // free_, still owned by buffers_.
             for (const Message& m : w->queue) {
                 if (m.buffer) {
                     m.buffer->size = 0;
-                    free_.push_back(m.buffer);
                     --queued_buffers_;
                 }
             }
@@ -162,7 +173,15 @@ void DownloadQueue::work(Writer& writer) {
         }
         // Handled outside the lock, so that the network thread keeps handing over meanwhile.
         for (const Message& m : batch) {
-            handle(writer, m);
+            try {
+                handle(writer, m);
+            } catch (...) {  // out of memory: this file fails, and with it the batch
+                if (auto it = writer.files.find(m.index); it != writer.files.end()) {
+                    it->second->discard();
+                    writer.files.erase(it);
+                }
+                report(m.index, status_from_current_exception());
+            }
             if (m.buffer) release(m.buffer);
         }
         batch.clear();

@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <cstdlib>
+#include <new>
 #include <vector>
 
 namespace ssync {
@@ -31,8 +32,12 @@ const EVP_MD* sha256_md() {
 
 Sha256::Sha256() : impl_(std::make_unique<Impl>()) {
     impl_->ctx = EVP_MD_CTX_new();
-    // Allocation failure of a few hundred bytes is not something to carry on from.
-    if (!impl_->ctx || EVP_DigestInit_ex(impl_->ctx, sha256_md(), nullptr) != 1) std::abort();
+    // Only memory running out makes these fail: reported like any allocation that failed
+    // (cli::main turns it into "out of memory", exit status 5), not an abort.
+    if (!impl_->ctx || EVP_DigestInit_ex(impl_->ctx, sha256_md(), nullptr) != 1) {
+        EVP_MD_CTX_free(impl_->ctx);
+        throw std::bad_alloc();
+    }
 }
 
 Sha256::~Sha256() { EVP_MD_CTX_free(impl_->ctx); }

@@ -354,7 +354,10 @@ public:
             curl_easy_setopt(easy_.get(), CURLOPT_ERRORBUFFER, nullptr);
             curl_easy_setopt(easy_.get(), CURLOPT_HEADERDATA, nullptr);
             curl_easy_setopt(easy_.get(), CURLOPT_WRITEDATA, nullptr);
-            handles_.give(std::move(easy_));
+            try {
+                handles_.give(std::move(easy_));
+            } catch (...) {  // out of memory: the handle is not reused, not leaked either
+            }
         }
     }
     Request(const Request&) = delete;
@@ -388,30 +391,44 @@ public:
     }
 
 private:
+    // libcurl's callbacks are called from C: an exception must not leave them.
     static size_t on_header(char* data, size_t size, size_t count, void* self) {
-        auto* r = static_cast<Request*>(self);
-        std::string_view line(data, size * count);
+        try {
+            return static_cast<Request*>(self)->header(data, size * count);
+        } catch (...) {
+            return static_cast<Request*>(self)->stop(status_from_current_exception(), Failure::fatal);
+        }
+    }
+
+    static size_t on_body(char* data, size_t size, size_t count, void* self) {
+        try {
+            return static_cast<Request*>(self)->body(data, size * count);
+        } catch (...) {
+            return static_cast<Request*>(self)->stop(status_from_current_exception(), Failure::fatal);
+        }
+    }
+
+    size_t header(char* data, std::size_t n) {
+        std::string_view line(data, n);
         while (!line.empty() && (line.back() == '\n' || line.back() == '\r')) line.remove_suffix(1);
         // A new status line starts a new response (after a redirect or an interim 1xx).
-        if (starts_with_icase(line, "http/")) r->content_range_.reset();
+        if (starts_with_icase(line, "http/")) content_range_.reset();
         if (starts_with_icase(line, "content-range:")) {
             line.remove_prefix(14);
             while (!line.empty() && (line.front() == ' ' || line.front() == '\t'))
                 line.remove_prefix(1);
-            r->content_range_ = std::string(line);
+            content_range_ = std::string(line);
         }
-        return size * count;
+        return n;
     }
 
-    static size_t on_body(char* data, size_t size, size_t count, void* self) {
-        auto* r = static_cast<Request*>(self);
-        std::size_t n = size * count;
-        if (!r->started_ && !r->start_body()) return CURL_WRITEFUNC_ERROR;
-        if (r->position_ + n > r->max_bytes_)
-            return r->stop(larger_than(r->url_, r->max_bytes_), Failure::oversize);
-        Status s = r->receiver_.write(data, n);
-        if (!s) return r->stop(s, Failure::fatal);
-        r->position_ += n;
+    size_t body(char* data, std::size_t n) {
+        if (!started_ && !start_body()) return CURL_WRITEFUNC_ERROR;
+        if (position_ + n > max_bytes_)
+            return stop(larger_than(url_, max_bytes_), Failure::oversize);
+        Status s = receiver_.write(data, n);
+        if (!s) return stop(s, Failure::fatal);
+        position_ += n;
         return n;
     }
 

@@ -138,9 +138,13 @@ class EarlyWriteback {
 public:
     EarlyWriteback(int fd, std::string display, std::uint64_t step)
         : fd_(fd), display_(std::move(display)), step_(step) {
-        thread_ = std::thread([this] { run(); });
+        // Without a thread (none could be started) the final syncfs does all the writing back.
+        try {
+            thread_ = std::thread([this] { run(); });
+        } catch (...) {
+        }
     }
-    ~EarlyWriteback() { (void)finish(); }
+    ~EarlyWriteback() { stop(); }
 
     // `bytes` more were staged; any thread.
     void staged(std::uint64_t bytes) {
@@ -156,16 +160,20 @@ public:
 
     // Stops the thread; the first syncfs error, if any.
     Status finish() {
+        stop();
+        return status_;
+    }
+
+private:
+    void stop() {
         {
             std::lock_guard<std::mutex> lock(mutex_);
             stopping_ = true;
         }
         cv_.notify_one();
         if (thread_.joinable()) thread_.join();
-        return status_;
     }
 
-private:
     void run() {
         std::unique_lock<std::mutex> lock(mutex_);
         for (;;) {
@@ -176,7 +184,12 @@ private:
             int rc = ::syncfs(fd_);
             int err = errno;
             lock.lock();
-            if (rc != 0 && status_.is_ok()) status_ = errno_status(display_ + ": syncfs", err);
+            if (rc != 0 && status_.is_ok()) {
+                try {
+                    status_ = errno_status(display_ + ": syncfs", err);
+                } catch (...) {  // out of memory: the final syncfs reports the failure
+                }
+            }
         }
     }
 

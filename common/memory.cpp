@@ -2,15 +2,25 @@
 
 #include <malloc.h>
 #include <sys/mman.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
 #include <cstdint>
 #include <cstdlib>
+#include <initializer_list>
 
 namespace ssync {
 
 void tune_allocator_for_short_runs() {
     constexpr int kPad = 64 << 20;
+    // Under a limit on address space or data (ulimit -v, -d), every growth of the heap would
+    // ask for the pad too: requests of a few bytes would fail while memory for them remains,
+    // inside C libraries (OpenSSL) that abort on that instead of failing the call. glibc's
+    // defaults then.
+    for (int resource : {RLIMIT_AS, RLIMIT_DATA}) {
+        struct rlimit limit;
+        if (::getrlimit(resource, &limit) != 0 || limit.rlim_cur != RLIM_INFINITY) return;
+    }
     // Blocks below 32 MiB (glibc's largest threshold: a manifest's bytes, the entry vectors)
     // come from the heap, whose pages are reused, instead of an mmap() per block whose pages
     // all fault in afresh.

@@ -25,7 +25,12 @@ Status parallel_for(std::size_t count, unsigned threads,
             if (failed.load(std::memory_order_relaxed)) return;
             std::size_t i = next.fetch_add(1, std::memory_order_relaxed);
             if (i >= count) return;
-            Status s = work(i);
+            Status s;
+            try {
+                s = work(i);
+            } catch (...) {  // an exception leaving a thread would end the process
+                s = status_from_current_exception();
+            }
             if (!s) {
                 std::lock_guard<std::mutex> lock(error_mutex);
                 if (!failed.exchange(true)) first_error = s;
@@ -39,7 +44,14 @@ Status parallel_for(std::size_t count, unsigned threads,
     }
     std::vector<std::thread> pool;
     pool.reserve(threads - 1);
-    for (unsigned t = 1; t < threads; ++t) pool.emplace_back(run);
+    for (unsigned t = 1; t < threads; ++t) {
+        // A thread that cannot be started (memory, RLIMIT_NPROC) leaves its share to the others.
+        try {
+            pool.emplace_back(run);
+        } catch (...) {  // std::system_error; no thread was started
+            break;
+        }
+    }
     run();
     for (auto& t : pool) t.join();
     return first_error;

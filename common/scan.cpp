@@ -193,7 +193,14 @@ public:
         tasks_.push_back(std::string());
         pending_ = 1;
         std::vector<std::thread> workers;
-        for (unsigned t = 1; t < threads_; ++t) workers.emplace_back([this, t] { work(t); });
+        for (unsigned t = 1; t < threads_; ++t) {
+            // A thread that cannot be started leaves its share to the others.
+            try {
+                workers.emplace_back([this, t] { work(t); });
+            } catch (...) {  // std::system_error, or bad_alloc growing `workers`
+                break;
+            }
+        }
         work(0);
         for (std::thread& w : workers) w.join();
         if (failed_) return std::nullopt;
@@ -260,7 +267,11 @@ private:
                 prefix = std::move(tasks_.front());
                 tasks_.pop_front();
             }
-            bool ok = list(prefix, found);
+            bool ok = false;
+            try {
+                ok = list(prefix, found);
+            } catch (...) {  // out of memory: the walk fails (an exception would end the process)
+            }
             std::lock_guard<std::mutex> lock(mutex_);
             if (!ok) failed_ = true;
             if (--pending_ == 0 || failed_) ready_.notify_all();

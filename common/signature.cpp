@@ -206,10 +206,12 @@ gpgme_error_t write_passphrase(void* hook_value, const char*, const char*, int p
         hook->rejected = true;
         return gpgme_error(GPG_ERR_BAD_PASSPHRASE);
     }
-    std::string line = hook->passphrase + "\n";
-    int rc = gpgme_io_writen(fd, line.data(), line.size());
-    explicit_bzero(line.data(), line.size());
-    return rc == 0 ? 0 : gpgme_error_from_syserror();
+    // Two writes, no allocation: an exception must not leave this C callback, and the secret
+    // gets no second copy to wipe. gpg reads up to the newline.
+    if (gpgme_io_writen(fd, hook->passphrase.data(), hook->passphrase.size()) != 0 || gpgme_io_writen(fd, "\n", 1) != 0) {
+        return gpgme_error_from_syserror();
+    }
+    return 0;
 }
 
 // The first line of the file, without its line ending.
@@ -437,12 +439,16 @@ SignatureVerifier::~SignatureVerifier() {
     // a future gpg that ignores the option) would outlive us and hold the directory. Its
     // socket is in the home, or below /run/user/UID/gnupg when that exists, where its name is
     // a hash of the home's path: only then is gpgconf (tens of milliseconds) worth starting.
-    const std::string run_dir = "/run/user/" + std::to_string(::getuid()) + "/gnupg";
-    struct stat st;
-    if (::lstat((home_ + "/S.gpg-agent").c_str(), &st) == 0 || ::lstat(run_dir.c_str(), &st) == 0) {
-        (void)run_process({"gpgconf", "--homedir", home_, "--kill", "all"});
+    // Out of memory, the home stays behind (in $TMPDIR): an exception must not leave.
+    try {
+        const std::string run_dir = "/run/user/" + std::to_string(::getuid()) + "/gnupg";
+        struct stat st;
+        if (::lstat((home_ + "/S.gpg-agent").c_str(), &st) == 0 || ::lstat(run_dir.c_str(), &st) == 0) {
+            (void)run_process({"gpgconf", "--homedir", home_, "--kill", "all"});
+        }
+        (void)remove_tree(system_fs(), AT_FDCWD, home_, home_);
+    } catch (...) {
     }
-    (void)remove_tree(system_fs(), AT_FDCWD, home_, home_);
 }
 
 namespace {

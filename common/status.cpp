@@ -1,6 +1,9 @@
 #include "ssync/status.h"
 
 #include <cstring>
+#include <exception>
+#include <new>
+#include <system_error>
 
 namespace ssync {
 
@@ -44,6 +47,20 @@ Status Status::with_context(std::string_view context) const {
     m += ": ";
     m += message_;
     return Status(code_, std::move(m));
+}
+
+Status status_from_current_exception() {
+    try {
+        throw;
+    } catch (const std::bad_alloc&) {
+        return Status(Code::io, "out of memory");
+    } catch (const std::system_error& e) {
+        return Status(Code::io, std::string("out of resources: ") + e.what());
+    } catch (const std::exception& e) {
+        return Status(Code::internal, std::string("unexpected exception: ") + e.what());
+    } catch (...) {
+        return Status(Code::internal, "unexpected exception");
+    }
 }
 
 Status errno_status(std::string_view context, int err) {

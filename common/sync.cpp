@@ -54,12 +54,17 @@ public:
         : dest_(dest), fs_(fs), before_(before) {}
     ~FirstSyncCleanup() {
         if (kept_ || before_.meta_existed) return;
-        if (!before_.dest_existed) {
-            (void)remove_tree(fs_, AT_FDCWD, dest_, dest_);
-            return;
+        // An exception leaving a destructor ends the process: out of memory, what was made stays
+        // (the next run takes it over).
+        try {
+            if (!before_.dest_existed) {
+                (void)remove_tree(fs_, AT_FDCWD, dest_, dest_);
+                return;
+            }
+            UniqueFd dest(::open(dest_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
+            if (dest) (void)remove_tree(fs_, dest.get(), std::string(kReservedDir), join_path(dest_, kReservedDir));
+        } catch (...) {
         }
-        UniqueFd dest(::open(dest_.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC));
-        if (dest) (void)remove_tree(fs_, dest.get(), std::string(kReservedDir), join_path(dest_, kReservedDir));
     }
     FirstSyncCleanup(const FirstSyncCleanup&) = delete;
     FirstSyncCleanup& operator=(const FirstSyncCleanup&) = delete;

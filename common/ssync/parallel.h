@@ -31,11 +31,20 @@ public:
     WorkQueue(unsigned threads, std::function<Status(Item&)> work) : work_(std::move(work)) {
         if (threads == 0) threads = default_thread_count();
         workers_.reserve(threads);
-        for (unsigned t = 0; t < threads; ++t) workers_.emplace_back([this] { run(); });
+        for (unsigned t = 0; t < threads; ++t) {
+            // A thread that cannot be started leaves its share to the others; with none, the
+            // error leaves the constructor (no running std::thread is destroyed on the way).
+            try {
+                workers_.emplace_back([this] { run(); });
+            } catch (...) {
+                if (workers_.empty()) throw;
+                break;
+            }
+        }
     }
     WorkQueue(const WorkQueue&) = delete;
     WorkQueue& operator=(const WorkQueue&) = delete;
-    ~WorkQueue() { (void)finish(); }
+    ~WorkQueue() { stop(); }
 
     bool push(Item item) {
         {
@@ -57,6 +66,13 @@ public:
 
     // No more items: waits until the workers are done and returns the first error.
     Status finish() {
+        stop();
+        return first_error_;
+    }
+
+private:
+    // Lets the workers finish what was pushed and joins them; allocates nothing (destructor).
+    void stop() {
         {
             std::lock_guard<std::mutex> lock(mutex_);
             closed_ = true;
@@ -64,10 +80,8 @@ public:
         ready_.notify_all();
         for (auto& t : workers_) t.join();
         workers_.clear();
-        return first_error_;
     }
 
-private:
     void run() {
         for (;;) {
             Item item;
@@ -78,7 +92,12 @@ private:
                 item = std::move(items_.front());
                 items_.pop_front();
             }
-            Status s = work_(item);
+            Status s;
+            try {
+                s = work_(item);
+            } catch (...) {  // an exception leaving a thread would end the process
+                s = status_from_current_exception();
+            }
             if (!s) {
                 std::lock_guard<std::mutex> lock(mutex_);
                 if (!failed_) first_error_ = std::move(s);

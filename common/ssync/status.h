@@ -57,6 +57,13 @@ private:
 // Status from errno: "context: strerror(err)" with code io.
 Status errno_status(std::string_view context, int err = errno);
 
+// The exception being handled, as a Status. The standard library throws when memory runs out
+// (std::bad_alloc: io, "out of memory") or a thread cannot be started (std::system_error: io,
+// "out of resources: ..."); anything else is a bug (internal). Only inside a catch block: at
+// thread entry points and in C callbacks, where an exception would end the process, and at
+// the top of each program.
+Status status_from_current_exception();
+
 template <typename T>
 class [[nodiscard]] Result {
 public:

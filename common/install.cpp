@@ -39,17 +39,14 @@ public:
     const std::string& display() const { return display_; }
 
     // Whether `name` could be one of the 256 directories ("00" to "ff").
-    static bool is_fan_name(std::string_view name) {
-        return name.size() == 2 && hex_value(name[0]) >= 0 && hex_value(name[1]) >= 0;
-    }
+    static bool is_fan_name(std::string_view name) { return name.size() == 2 && layout::fan_index(name) >= 0; }
 
     // The directory for `digest` (or for a fan name), made and opened (never through a
     // symlink) on first use. Not thread-safe: called before the downloads start and after.
     Result<int> dir_for(std::string_view digest) {
-        if (digest.size() < 2 || !is_fan_name(digest.substr(0, 2))) {
-            return Status(Code::internal, display_ + ": not a digest: " + std::string(digest));
-        }
-        UniqueFd& dir = dirs_[static_cast<std::size_t>(hex_value(digest[0]) * 16 + hex_value(digest[1]))];
+        int index = layout::fan_index(digest);
+        if (index < 0) return Status(Code::internal, display_ + ": not a digest: " + std::string(digest));
+        UniqueFd& dir = dirs_[static_cast<std::size_t>(index)];
         if (!dir) {
             std::string name(digest.substr(0, 2));
             if (fs_->mkdirat(root_.get(), name.c_str(), 0700) != 0 && errno != EEXIST) {
@@ -61,12 +58,6 @@ public:
     }
 
 private:
-    static int hex_value(char c) {
-        if (c >= '0' && c <= '9') return c - '0';
-        if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-        return -1;
-    }
-
     FileSystem* fs_;
     UniqueFd root_;
     std::string display_;

@@ -42,16 +42,7 @@ Status parallel_for(std::size_t count, unsigned threads,
         run();
         return first_error;
     }
-    std::vector<std::thread> pool;
-    pool.reserve(threads - 1);
-    for (unsigned t = 1; t < threads; ++t) {
-        // A thread that cannot be started (memory, RLIMIT_NPROC) leaves its share to the others.
-        try {
-            pool.emplace_back(run);
-        } catch (...) {  // std::system_error; no thread was started
-            break;
-        }
-    }
+    std::vector<std::thread> pool = start_threads(threads - 1, [&](unsigned) { run(); });
     run();
     for (auto& t : pool) t.join();
     return first_error;

@@ -23,7 +23,20 @@
 
 namespace ssync {
 
+namespace {
+int hex_value(char c) {
+    if (c >= '0' && c <= '9') return c - '0';
+    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+    return -1;
+}
+}  // namespace
+
 namespace layout {
+int fan_index(std::string_view sha256) {
+    if (sha256.size() < 2) return -1;
+    int hi = hex_value(sha256[0]), lo = hex_value(sha256[1]);
+    return hi < 0 || lo < 0 ? -1 : hi * 16 + lo;
+}
 std::string object_path(std::string_view sha256) {
     std::string p = kObjects;
     p += '/';
@@ -105,12 +118,6 @@ Result<UniqueFd> own_dir(FileSystem& fs, int parent, const char* name, const std
     }
     if (created) *created = made;
     return fd;
-}
-
-int hex_value(char c) {
-    if (c >= '0' && c <= '9') return c - '0';
-    if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-    return -1;
 }
 
 // The objects the publication holds, listed once per run from the 256 fan-out directories
@@ -207,7 +214,7 @@ public:
     // The fan-out directory that holds `sha256` (64 lowercase hex digits, as the manifest
     // checks and the hasher writes); the object's name in it is the digest itself.
     int fan_out(std::string_view sha256) const {
-        return fan_out_[hex_value(sha256[0]) * 16 + hex_value(sha256[1])].get();
+        return fan_out_[layout::fan_index(sha256)].get();
     }
 
     // Reads `src_fd` to the end (or `stop_at` bytes: see hash_fd), hashing it and writing it

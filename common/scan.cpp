@@ -192,15 +192,7 @@ public:
     std::optional<TreeStamp> run() {
         tasks_.push_back(std::string());
         pending_ = 1;
-        std::vector<std::thread> workers;
-        for (unsigned t = 1; t < threads_; ++t) {
-            // A thread that cannot be started leaves its share to the others.
-            try {
-                workers.emplace_back([this, t] { work(t); });
-            } catch (...) {  // std::system_error, or bad_alloc growing `workers`
-                break;
-            }
-        }
+        std::vector<std::thread> workers = start_threads(threads_ - 1, [this](unsigned i) { work(i + 1); });
         work(0);
         for (std::thread& w : workers) w.join();
         if (failed_) return std::nullopt;

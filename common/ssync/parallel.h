@@ -6,6 +6,7 @@
 #include <deque>
 #include <functional>
 #include <mutex>
+#include <system_error>
 #include <thread>
 #include <utility>
 #include <vector>
@@ -22,6 +23,20 @@ Status parallel_for(std::size_t count, unsigned threads,
 
 unsigned default_thread_count();
 
+// Starts up to `count` threads, thread i running body(i). A thread that cannot be started
+// (memory, a thread limit) ends the starting: the caller gets fewer, possibly none, and gives
+// their share to those it has. Never throws; the caller joins what it gets.
+template <typename Body>
+std::vector<std::thread> start_threads(unsigned count, Body body) {
+    std::vector<std::thread> threads;
+    try {
+        threads.reserve(count);
+        for (unsigned i = 0; i < count; ++i) threads.emplace_back(body, i);
+    } catch (...) {  // std::system_error from the thread, bad_alloc from reserve
+    }
+    return threads;
+}
+
 // A pipeline: `threads` workers take items while the producer is still making them, where
 // parallel_for needs every item up front (a tree walk feeding the hashers). Items are taken in
 // the order pushed. After the first error no new item starts and push() returns false.
@@ -30,16 +45,10 @@ class WorkQueue {
 public:
     WorkQueue(unsigned threads, std::function<Status(Item&)> work) : work_(std::move(work)) {
         if (threads == 0) threads = default_thread_count();
-        workers_.reserve(threads);
-        for (unsigned t = 0; t < threads; ++t) {
-            // A thread that cannot be started leaves its share to the others; with none, the
-            // error leaves the constructor (no running std::thread is destroyed on the way).
-            try {
-                workers_.emplace_back([this] { run(); });
-            } catch (...) {
-                if (workers_.empty()) throw;
-                break;
-            }
+        workers_ = start_threads(threads, [this](unsigned) { run(); });
+        if (workers_.empty()) {
+            throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                                    "cannot start a thread");
         }
     }
     WorkQueue(const WorkQueue&) = delete;

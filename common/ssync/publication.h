@@ -37,6 +37,9 @@ inline constexpr const char* kSignerDir = ".ssync-signer";
 inline constexpr const char* kSignerLock = "lock";  // in kSignerDir: held by sign and gc
 // "objects/ab/abcdef…"
 std::string object_path(std::string_view sha256);
+// Which of the 256 directories objects are spread over holds `sha256`: 0-255 from its first
+// two lowercase hex digits ("ab" -> 171), -1 when they are not. DEST's staging uses it too.
+int fan_index(std::string_view sha256);
 // "releases/42"
 std::string release_dir(std::uint64_t serial);
 // The serial in `latest`'s text (a trailing newline allowed) or a release directory's name:

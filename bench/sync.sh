@@ -3,7 +3,8 @@
 # rsync daemon, on the ~1 GiB bench tree: initial sync into an empty mirror, no-op sync, and an
 # update (make-tree.py --update, re-signed). Wall time, client and server CPU, bytes received
 # and peak RSS per run; every ssync mirror is audited against the signed manifest, and the two
-# mirrors are compared at the end. Results: bench/sync-results.md.
+# mirrors are compared at the end. For information, stock curl also fetches every object of the
+# initial sync into /dev/null: the transport alone. Results: bench/sync-results.md.
 #
 # Usage: bash bench/sync.sh [--scheme https|http] [BUILD_DIR]
 #   (default https and ./build-bench; builds nothing itself). `--scheme http` fetches from the
@@ -345,6 +346,18 @@ protocol=$(awk '{print $2}' "$RUN/s_init1.access" | sort | uniq -c | sort -rn | 
 conns=$(awk '{print $1}' "$RUN/s_init1.access" | sort -u | wc -l)
 reqs=$(wc -l <"$RUN/s_init1.access")
 
+# For information: the transport alone. Stock curl fetches every object the initial sync
+# fetched, over the same server and scheme (--parallel: 64 at once, HTTP/2 multiplexed over
+# TLS), into /dev/null: no hashing, no writing, no verification.
+python3 - "$PUB/manifest.json" "$URL" >"$RUN/curl.cfg" <<'EOF2'
+import json, sys
+digests = sorted({e["sha256"] for e in json.load(open(sys.argv[1]))["entries"] if e["type"] == "file"})
+for h in digests:
+    print('url = "%sobjects/%s/%s"\noutput = "/dev/null"' % (sys.argv[2], h[:2], h))
+EOF2
+measure c_init ssync curl --silent --show-error --fail --parallel --parallel-max 64 --cacert "$CA" -K "$RUN/curl.cfg"
+echo "  curl alone: $c_init_wall s"
+
 # Further steps use the last pair's mirrors.
 echo "no-op sync ($NOOPS alternating pairs):"
 declare -a R_NOOP=() S_NOOP=()
@@ -455,4 +468,7 @@ echo "- $(le "$r" 0.5) no-op sync: ssync ${r}x rsync's time (target <= 0.5x)"
 r=$(ratio "$s_upd_bytes" "$BOUND")
 echo "- $(le "$s_upd_bytes" "$BOUND") update bytes: ssync $(mb "$s_upd_bytes") MB = ${r}x the bound (target <= 1.0x; rsync, with deltas: $(mb "$r_upd_bytes") MB)"
 echo "- info update time: ssync $(ratio "$s_upd_wall" "$r_upd_wall")x rsync's time (no target)"
+echo "- info transport alone: curl fetching the same $(grep -c '^url' "$RUN/curl.cfg") objects over $OVER into /dev/null" \
+     "(--parallel 64; no hashing, no writing) took ${c_init_wall} s (cpu ${c_init_cpu} s, srv ${c_init_scpu} s):" \
+     "$(ratio "$c_init_wall" "$r_init_wall")x rsync's initial sync, $(ratio "$c_init_wall" "$s_init_wall")x ssync's"
 } | tee "$WORK/last-report.md"

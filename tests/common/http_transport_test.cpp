@@ -368,7 +368,13 @@ TEST_SUITE("HttpTransport") {
         // Named after the file (DownloadWriter's path in staging).
         CHECK_MESSAGE(s.message().rfind("f", 0) == 0, s.message());
         CHECK(done < 80);
-        CHECK(f.check_only_verified_left(f.tmp / "stage", downloads) == done);
+        // Every file left verified; at least the ones reported done. Not exactly those: with
+        // several writers, one may verify a file while another reports the failure that ends
+        // the batch, and that file's verdict is never taken (verified files stay, by design).
+        // Asserting equality failed about one run in ten under load.
+        std::size_t left = f.check_only_verified_left(f.tmp / "stage", downloads);
+        CHECK(left >= done);
+        CHECK(left < 80);
         // Not retried (the disk, not the server, failed), and the batch stopped.
         CHECK(logged(server, "GET /", 80) < 80);
         for (unsigned i = 0; i < 80; ++i) CHECK(count(server.access_log(), "GET /file" + std::to_string(i) + " ") <= 1);

@@ -541,7 +541,7 @@ Status final_failure(const Status& s, const std::string& name, bool with_name, i
     std::string message = s.message();
     if (with_name && message.rfind(name + ": ", 0) != 0) message = name + ": " + message;
     if (failures > 1) message += " (" + std::to_string(failures) + " attempts)";
-    return Status(s.code(), message);
+    return Status(s.code(), message, s.os_error());
 }
 
 class HttpTransport : public Transport {

@@ -41,6 +41,11 @@ public:
     // Whether `name` could be one of the 256 directories ("00" to "ff").
     static bool is_fan_name(std::string_view name) { return name.size() == 2 && layout::fan_index(name) >= 0; }
 
+    // Where `digest`'s staged content is, for messages.
+    std::string display_of(std::string_view digest) const {
+        return display_ + "/" + std::string(digest.substr(0, 2)) + "/" + std::string(digest);
+    }
+
     // The directory for `digest` (or for a fan name), made and opened (never through a
     // symlink) on first use. Not thread-safe: called before the downloads start and after.
     Result<int> dir_for(std::string_view digest) {
@@ -108,14 +113,14 @@ private:
     std::vector<std::pair<std::string, UniqueFd>> open_;
 };
 
-// Copies src_fd into a new file, hashing on the way. Not fsynced: stage() and apply() sync
-// the file system once.
-Result<FileDigest> copy_hashed(FileSystem& fs, int src_fd, int dir_fd, const std::string& name,
-                               const std::string& display) {
+// Copies src_fd (`from` in messages) into a new file (`to`), hashing on the way. Not
+// fsynced: stage() and apply() sync the file system once.
+Result<FileDigest> copy_hashed(FileSystem& fs, int src_fd, const std::string& from, int dir_fd,
+                               const std::string& name, const std::string& to) {
     UniqueFd out(fs.openat(dir_fd, name.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600));
-    if (!out) return errno_status(display);
-    SSYNC_ASSIGN_OR_RETURN(FileDigest d, hash_fd(src_fd, display, [&](const char* p, std::size_t n) {
-        return write_all(fs, out.get(), std::string_view(p, n), display);
+    if (!out) return errno_status(to);
+    SSYNC_ASSIGN_OR_RETURN(FileDigest d, hash_fd(src_fd, from, [&](const char* p, std::size_t n) {
+        return write_all(fs, out.get(), std::string_view(p, n), to);
     }));
     return d;
 }
@@ -363,6 +368,19 @@ Result<Plan> Installer::plan(const Manifest& manifest) {
 
 Status Installer::stage(const Plan& plan, Transport& transport, ContentLayout layout,
                         const DownloadOptions& download_options, double* flush_seconds) {
+    Status s = fill_staging(plan, transport, layout, download_options, flush_seconds);
+    if (s.os_error() != ENOSPC && s.os_error() != EDQUOT) return s;
+    // Kept, the staged part of the release would go on holding the space it needs whole, on a
+    // file system that services and logs often share; the next run fetches it again.
+    Status cleaned = clean_staging();
+    staging_kept_ = !cleaned;
+    return Status(s.code(), s.message() + (cleaned ? "; what this run staged was removed to give the space back"
+                                                   : "; removing what this run staged failed too: " + cleaned.message()),
+                  s.os_error());
+}
+
+Status Installer::fill_staging(const Plan& plan, Transport& transport, ContentLayout layout,
+                               const DownloadOptions& download_options, double* flush_seconds) {
     SSYNC_ASSIGN_OR_RETURN(StagedObjects objects, open_staged_objects(*fs_, staging_.get(), dest_path_));
 
     // Half-prepared entries of an interrupted run go; its verified content may stay.
@@ -408,11 +426,13 @@ Status Installer::stage(const Plan& plan, Transport& transport, ContentLayout la
         SSYNC_ASSIGN_OR_RETURN(int dir, objects.dir_for(hash));
         UniqueFd src(open_beneath(dest_.get(), source, O_RDONLY));
         if (src) {
-            auto d = copy_hashed(*fs_, src.get(), dir, hash, join_path(dest_path_, source));
+            auto d = copy_hashed(*fs_, src.get(), join_path(dest_path_, source), dir, hash, objects.display_of(hash));
             if (d && d->sha256 == hash) {
                 staged.insert(hash);
                 continue;
             }
+            // A full disk fails the fetch just the same: said now, before any download.
+            if (!d && (d.status().os_error() == ENOSPC || d.status().os_error() == EDQUOT)) return d.status();
         }
         // Changed or gone since the plan (or the copy failed): fetch it instead.
         fs_->unlinkat(dir, hash.c_str(), 0);
@@ -456,6 +476,7 @@ Status Installer::stage(const Plan& plan, Transport& transport, ContentLayout la
         d.sha256 = e->sha256;
         SSYNC_ASSIGN_OR_RETURN(d.dir_fd, objects.dir_for(e->sha256));
         d.file_name = e->sha256;
+        d.display = objects.display_of(e->sha256);
         batch.push_back(std::move(d));
     }
     if (!batch.empty()) SSYNC_RETURN_IF_ERROR(transport.download_all(batch, options));
@@ -495,7 +516,7 @@ Result<int> Installer::prepare_file(const Entry& e, StagedObjects& objects, std:
     if (remaining > 1) {
         UniqueFd src(fs_->openat(objects_fd, e.sha256.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0));
         if (!src) return errno_status(what + ": staged content");
-        SSYNC_ASSIGN_OR_RETURN(FileDigest d, copy_hashed(*fs_, src.get(), staging_.get(), name, what));
+        SSYNC_ASSIGN_OR_RETURN(FileDigest d, copy_hashed(*fs_, src.get(), what, staging_.get(), name, what));
         if (d.sha256 != e.sha256) return Status(Code::io, what + ": staged content changed");
     } else {
         dir = objects_fd;
@@ -797,7 +818,7 @@ Status Installer::apply_whole_tree(const Manifest& manifest, const Plan& plan, c
             if (::linkat(AT_FDCWD, proc.c_str(), parent, leaf.c_str(), AT_SYMLINK_FOLLOW) == 0) continue;
             if (errno != EMLINK && errno != EXDEV && errno != ENOENT) return errno_status(what);
             // Too many links (or no /proc): a copy with the same metadata will do.
-            SSYNC_ASSIGN_OR_RETURN(FileDigest d, copy_hashed(*fs_, src.get(), parent, leaf, what));
+            SSYNC_ASSIGN_OR_RETURN(FileDigest d, copy_hashed(*fs_, src.get(), what, parent, leaf, what));
             if (d.sha256 != e.sha256) return Status(Code::io, what + ": changed during the sync; run again");
             UniqueFd fd(fs_->openat(parent, leaf.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0));
             if (!fd) return errno_status(what);
@@ -810,7 +831,7 @@ Status Installer::apply_whole_tree(const Manifest& manifest, const Plan& plan, c
             // Metadata alone changed: a private copy, so the old tree keeps its own.
             UniqueFd src(open_beneath(dest_.get(), e.path, O_RDONLY));
             if (!src) return errno_status(what);
-            SSYNC_ASSIGN_OR_RETURN(FileDigest d, copy_hashed(*fs_, src.get(), staging_.get(), from, what));
+            SSYNC_ASSIGN_OR_RETURN(FileDigest d, copy_hashed(*fs_, src.get(), what, staging_.get(), from, what));
             if (d.sha256 != e.sha256) return Status(Code::io, what + ": changed during the sync; run again");
             UniqueFd fd(fs_->openat(from_dir, from.c_str(), O_RDONLY | O_NOFOLLOW | O_NONBLOCK, 0));
             if (!fd) return errno_status(what);

@@ -46,7 +46,7 @@ Status Status::with_context(std::string_view context) const {
     std::string m(context);
     m += ": ";
     m += message_;
-    return Status(code_, std::move(m));
+    return Status(code_, std::move(m), os_error_);
 }
 
 Status status_from_current_exception() {
@@ -67,7 +67,7 @@ Status errno_status(std::string_view context, int err) {
     std::string m(context);
     m += ": ";
     m += std::strerror(err);
-    return Status(Code::io, std::move(m));
+    return Status(Code::io, std::move(m), err);
 }
 
 }  // namespace ssync

@@ -268,11 +268,12 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
         bytes_fetched += bytes;
         progress.add(n, bytes);
     };
-    // Content verified into staging is worth keeping even if this run fails: the next run
-    // resumes from it rather than fetching it again.
-    first_sync.keep();
     Status staged = installer.stage(plan, *transport, content, download_options, &report.phases.flush);
     progress.finish();
+    // Content verified into staging is worth keeping even if this run fails: the next run
+    // resumes from it rather than fetching it again. Not when the disk ran full: stage()
+    // removed it, and a first sync leaves nothing behind.
+    if (installer.staging_kept()) first_sync.keep();
     if (!staged && staged.code() == Code::transport && staged.message().rfind(transport->describe(), 0) != 0) {
         // "objects/f7/...: SHA-256 ... does not match": say which publication served it.
         return staged.with_context(transport->describe());
@@ -303,7 +304,7 @@ Result<SyncReport> sync_release(const SyncOptions& options) {
     next.verified_until = verified_now ? verified_until : state->verified_until;
     SSYNC_RETURN_IF_ERROR(store.save(next));
     report.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-    return report;  // first_sync was kept when staging began
+    return report;  // first_sync was kept when staging ended
 }
 
 }  // namespace ssync

@@ -102,7 +102,7 @@ const std::vector<Scheme>& schemes() {
 Status DownloadWriter::open() {
     fd_.reset(fs_.openat(download_.dir_fd, download_.file_name.c_str(),
                          O_WRONLY | O_CREAT | O_TRUNC | O_NOFOLLOW, 0600));
-    if (!fd_) return errno_status(download_.file_name);
+    if (!fd_) return errno_status(display());
     written_ = 0;
     hash_ = std::make_unique<Sha256>();
     return Status::ok();
@@ -115,7 +115,7 @@ Status DownloadWriter::write(const char* data, std::size_t size) {
     }
     hash_->update(data, size);
     written_ += size;
-    return write_all(fs_, fd_.get(), std::string_view(data, size), download_.file_name);
+    return write_all(fs_, fd_.get(), std::string_view(data, size), display());
 }
 
 Status DownloadWriter::finish(const VerifiedHook& on_verified) {

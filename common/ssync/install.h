@@ -73,8 +73,12 @@ public:
     // changes. Reuses verified content left in staging by an interrupted run. `flush_seconds`,
     // when set, receives the time the final flush took. download_options.fs and on_verified are
     // the installer's own (its FileSystem; metadata and writeback of each verified download).
+    // When DEST's file system runs full (ENOSPC, EDQUOT), everything staged is removed again,
+    // the error says so, and staging_kept() turns false; after any other failure, verified
+    // content stays for the next run.
     Status stage(const Plan& plan, Transport& transport, ContentLayout layout,
                  const DownloadOptions& download_options, double* flush_seconds = nullptr);
+    bool staging_kept() const { return staging_kept_; }
 
     // Switches the staged release in: directories, files and symlinks renamed into place,
     // metadata fixed, extras removed, directory modes set last, then syncfs.
@@ -119,6 +123,9 @@ public:
 private:
     Installer() = default;
     Status set_metadata_fd(int fd, const Entry& e, const std::string& display);
+    // stage() up to its error handling.
+    Status fill_staging(const Plan& plan, Transport& transport, ContentLayout layout,
+                        const DownloadOptions& download_options, double* flush_seconds);
     std::string stamp_with_policy(const std::vector<ScannedEntry>& actual) const;
     // Prepares the new version of file `e` for the rename that switches it in: the staged
     // content itself on its last use (`uses` counts them down), else a copy in staging named
@@ -140,6 +147,7 @@ private:
     std::vector<ScannedEntry> planned_scan_;                      // what the last plan() saw
     // Staged contents (by hash) whose metadata stage() already set for the one entry using them.
     std::unordered_set<std::string> prepared_;
+    bool staging_kept_ = true;
 };
 
 inline constexpr const char* kStagingDir = "staging";

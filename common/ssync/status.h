@@ -37,13 +37,17 @@ const char* code_name(Code code);
 class [[nodiscard]] Status {
 public:
     Status() = default;
-    Status(Code code, std::string message) : code_(code), message_(std::move(message)) {}
+    Status(Code code, std::string message, int os_error = 0)
+        : code_(code), message_(std::move(message)), os_error_(os_error) {}
 
     static Status ok() { return {}; }
     bool is_ok() const { return code_ == Code::ok; }
     explicit operator bool() const { return is_ok(); }
     Code code() const { return code_; }
     const std::string& message() const { return message_; }
+    // The errno behind an io error made by errno_status() (kept through with_context), else
+    // 0: for the few callers that must tell a full disk from other failures.
+    int os_error() const { return os_error_; }
 
     // Returns a copy whose message is "context: message", for adding the file or field name
     // as an error travels upward.
@@ -52,9 +56,10 @@ public:
 private:
     Code code_ = Code::ok;
     std::string message_;
+    int os_error_ = 0;
 };
 
-// Status from errno: "context: strerror(err)" with code io.
+// Status from errno: "context: strerror(err)" with code io, and os_error() err.
 Status errno_status(std::string_view context, int err = errno);
 
 // The exception being handled, as a Status. The standard library throws when memory runs out

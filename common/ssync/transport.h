@@ -17,13 +17,15 @@ namespace ssync {
 
 // One file to download into a directory the caller created (staging): `path` in the
 // publication, written to `file_name` below `dir_fd`, which must hold exactly `size` bytes
-// hashing to `sha256` once complete.
+// hashing to `sha256` once complete. `display` names the local file in errors of the local
+// disk (a full disk must say which one); empty: file_name.
 struct Download {
     std::string path;
     std::uint64_t size = 0;
     std::string sha256;
     int dir_fd = -1;
     std::string file_name;
+    std::string display;
 };
 
 // Called once for each download that verified, with its file still open for writing, before it
@@ -90,6 +92,8 @@ public:
     std::uint64_t written() const { return written_; }
 
 private:
+    const std::string& display() const { return download_.display.empty() ? download_.file_name : download_.display; }
+
     const Download& download_;
     FileSystem& fs_;
     UniqueFd fd_;

@@ -13,9 +13,11 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
+#include "common/fault_fs.h"
 #include "e2e.h"
 #include "ssync/fs.h"
 #include "ssync/hash.h"
+#include "ssync/sync.h"
 #include "tree_snapshot.h"
 
 namespace ssync::test {
@@ -66,6 +68,14 @@ struct Mirror : Published {
 };
 
 void rm(const std::string& path) { REQUIRE(run({"rm", "-rf", path}).exit_status == 0); }
+
+// The regular files below `dir`, however deep (staging holds content two levels down).
+int regular_files_below(const std::string& dir) {
+    int n = 0;
+    for (const auto& e : std::filesystem::recursive_directory_iterator(dir))
+        if (e.is_regular_file() && !e.is_symlink()) ++n;
+    return n;
+}
 
 }  // namespace
 
@@ -798,6 +808,76 @@ TEST_SUITE("e2e sync operators") {
         CHECK(r.exit_status == 5);
         CHECK(r.err.find("state directory not writable") != std::string::npos);
         CHECK(snapshot(home + "/dest") == before);
+    }
+
+    TEST_CASE("a disk that runs full while staging: the file named, what was staged removed, DEST and the state unchanged") {
+        // Regression: the error named the content's digest alone ("50fe...: No space left on
+        // device"), and the part of the release staged so far stayed, keeping the disk full.
+        // Through the library, with writes failing as a full disk fails them: a real small
+        // file system needs root and mount.
+        Mirror m;
+        // 600,000 bytes: three writes of staging each (the local transport reads 256 KiB).
+        for (unsigned i = 0; i < 6; ++i) write_file(m.src + "/big" + std::to_string(i), pseudo_random_bytes(600'000, i));
+        REQUIRE(m.sign().exit_status == 0);
+        FaultInjectingFs fs;
+        SyncOptions options;
+        options.url = m.pub;
+        options.dest = m.dest;
+        options.keyring = m.keyring;
+        options.state_dir = m.state;
+        options.now = static_cast<std::int64_t>(std::time(nullptr));
+        options.fs = &fs;
+        const std::string staging = m.dest + "/.ssync/staging";
+
+        // A first sync: nothing is left behind, DEST included.
+        fs.fail(FaultInjectingFs::Op::write, 10, ENOSPC, /*sticky=*/true);
+        auto first = sync_release(options);
+        REQUIRE_FALSE(first.is_ok());
+        const Status& full = first.status();
+        CHECK(full.code() == Code::io);
+        CHECK_MESSAGE(full.message().rfind(staging + "/objects/", 0) == 0, full.message());
+        CHECK_MESSAGE(full.message().find("No space left on device") != std::string::npos, full.message());
+        CHECK_MESSAGE(full.message().find("removed to give the space back") != std::string::npos, full.message());
+        CHECK(full.message().find('\n') == std::string::npos);
+        CHECK_FALSE(exists(m.dest));
+        CHECK_FALSE(exists(m.state + "/site.state"));
+
+        fs.fail(FaultInjectingFs::Op::none, 0, 0);
+        REQUIRE(sync_release(options).is_ok());
+        m.audit_clean();
+
+        // An update: DEST, its record and the state stay at release 1, staging is emptied.
+        for (unsigned i = 0; i < 6; ++i) write_file(m.src + "/new" + std::to_string(i), pseudo_random_bytes(600'000, 10 + i));
+        write_file(m.src + "/big0", pseudo_random_bytes(600'000, 99));
+        REQUIRE(m.sign().exit_status == 0);
+        Snapshot before = snapshot(m.dest);
+        std::string state_before = read_file(m.state + "/site.state");
+        std::string record_before = read_file(m.dest + "/.ssync/manifest.json");
+        fs.fail(FaultInjectingFs::Op::write, 10, ENOSPC, /*sticky=*/true);
+        auto update = sync_release(options);
+        REQUIRE_FALSE(update.is_ok());
+        CHECK_MESSAGE(update.status().message().rfind(staging + "/objects/", 0) == 0, update.status().message());
+        CHECK(fs.failures() >= 1);
+        CHECK(snapshot(m.dest) == before);
+        CHECK(read_file(m.state + "/site.state") == state_before);
+        CHECK(read_file(m.dest + "/.ssync/manifest.json") == record_before);
+        CHECK(regular_files_below(staging) == 0);
+
+        // Any other failure of the disk keeps the verified part for the next run, as before.
+        fs.fail(FaultInjectingFs::Op::write, 10, EIO, /*sticky=*/true);
+        auto failed = sync_release(options);
+        REQUIRE_FALSE(failed.is_ok());
+        CHECK_MESSAGE(failed.status().message().find("Input/output error") != std::string::npos, failed.status().message());
+        CHECK(failed.status().message().find("removed") == std::string::npos);
+        CHECK(regular_files_below(staging) >= 3);
+        CHECK(snapshot(m.dest) == before);
+
+        fs.fail(FaultInjectingFs::Op::none, 0, 0);
+        auto done = sync_release(options);
+        REQUIRE_MESSAGE(done.is_ok(), done.status().message());
+        CHECK(done->serial == 2);
+        CHECK(snapshot(m.dest) == snapshot(m.src));
+        m.audit_clean();
     }
 
     TEST_CASE("junk at DEST/.ssync/releases is replaced before the switch, never followed") {

@@ -191,20 +191,25 @@ private:
 // following symlinks.
 class ObjectStore {
 public:
-    ObjectStore(FileSystem& fs, int pub_fd) : fs_(fs), pub_fd_(pub_fd) {}
+    // `publication` names the publication in messages.
+    ObjectStore(FileSystem& fs, int pub_fd, std::string publication)
+        : fs_(fs), pub_fd_(pub_fd), publication_(std::move(publication)) {}
+
+    // A path inside the publication, as messages name it: a full disk must say which one.
+    std::string in_publication(std::string_view relative) const { return join_path(publication_, std::string(relative)); }
 
     Status prepare() {
-        SSYNC_ASSIGN_OR_RETURN(objects_fd_, own_dir(fs_, pub_fd_, layout::kObjects, layout::kObjects, false));
-        SSYNC_ASSIGN_OR_RETURN(tmp_fd_, own_dir(fs_, objects_fd_.get(), "tmp", "objects/tmp", true));
+        SSYNC_ASSIGN_OR_RETURN(objects_fd_, own_dir(fs_, pub_fd_, layout::kObjects, in_publication(layout::kObjects), false));
+        SSYNC_ASSIGN_OR_RETURN(tmp_fd_, own_dir(fs_, objects_fd_.get(), "tmp", in_publication("objects/tmp"), true));
         for (int i = 0; i < 256; ++i) {
             static const char hex[] = "0123456789abcdef";
             char dir[] = {hex[i >> 4], hex[i & 15], 0};
-            SSYNC_ASSIGN_OR_RETURN(fan_out_[i], own_dir(fs_, objects_fd_.get(), dir, std::string("objects/") + dir, true));
+            SSYNC_ASSIGN_OR_RETURN(fan_out_[i], own_dir(fs_, objects_fd_.get(), dir, in_publication(std::string("objects/") + dir), true));
         }
         // Temporaries of a run that died (we hold the publication's lock, so none is live).
-        SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> leftovers, list_dir(tmp_fd_.get(), "objects/tmp"));
+        SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> leftovers, list_dir(tmp_fd_.get(), in_publication("objects/tmp")));
         for (const DirChild& c : leftovers) {
-            SSYNC_RETURN_IF_ERROR(remove_tree(fs_, tmp_fd_.get(), c.name, "objects/tmp/" + c.name));
+            SSYNC_RETURN_IF_ERROR(remove_tree(fs_, tmp_fd_.get(), c.name, in_publication("objects/tmp/" + c.name)));
         }
         return Status::ok();
     }
@@ -224,12 +229,12 @@ public:
                              const struct stat& at_open, std::uint64_t stop_at = UINT64_MAX) {
         std::string tmp = "t" + std::to_string(::getpid()) + "-" + std::to_string(counter_++);
         UniqueFd out(fs_.openat(tmp_fd_.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0444));
-        if (!out) return errno_status("objects/tmp/" + tmp);
+        if (!out) return errno_status(in_publication("objects/tmp/" + tmp));
         auto cleanup = [&] { fs_.unlinkat(tmp_fd_.get(), tmp.c_str(), 0); };
         auto digest = hash_fd(
             src_fd, display,
             [&](const char* data, std::size_t size) {
-                return write_all(fs_, out.get(), std::string_view(data, size), "objects/tmp/" + tmp);
+                return write_all(fs_, out.get(), std::string_view(data, size), in_publication("objects/tmp/" + tmp));
             },
             stop_at);
         if (!digest) {
@@ -245,7 +250,7 @@ public:
             return same;
         }
         out.reset();
-        std::string final_path = layout::object_path(digest->sha256);
+        std::string final_path = in_publication(layout::object_path(digest->sha256));
         int dir = fan_out(digest->sha256);
         const char* name = digest->sha256.c_str();
         // Another file with the same content may get there first: same bytes, nothing to do.
@@ -281,6 +286,7 @@ public:
 private:
     FileSystem& fs_;
     int pub_fd_;
+    std::string publication_;
     UniqueFd objects_fd_, tmp_fd_;
     UniqueFd fan_out_[256];
     std::atomic<std::uint64_t> counter_{0};
@@ -364,28 +370,29 @@ struct Before {
     }
 };
 
-Result<Before> read_before(int pub_fd) {
+Result<Before> read_before(int pub_fd, const std::string& publication) {
+    auto in_publication = [&](std::string_view relative) { return join_path(publication, std::string(relative)); };
     Before b;
     std::optional<std::uint64_t> latest;
     struct stat st;
     if (::fstatat(pub_fd, layout::kLatest, &st, AT_SYMLINK_NOFOLLOW) == 0) {
-        SSYNC_ASSIGN_OR_RETURN(std::string text, read_file_prefix(pub_fd, layout::kLatest, 64, layout::kLatest));
+        SSYNC_ASSIGN_OR_RETURN(std::string text, read_file_prefix(pub_fd, layout::kLatest, 64, in_publication(layout::kLatest)));
         // Anything but a serial is a damaged unsigned hint, which this run replaces.
         latest = layout::parse_serial(text);
         if (latest) b.highest = *latest;
     } else if (errno != ENOENT) {
-        return errno_status(layout::kLatest);
+        return errno_status(in_publication(layout::kLatest));
     }
 
     UniqueFd releases(::openat(pub_fd, layout::kReleases, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
     if (!releases) {
-        if (errno == ELOOP || errno == ENOTDIR) return not_a_directory(layout::kReleases);
-        if (errno != ENOENT) return errno_status(layout::kReleases);
+        if (errno == ELOOP || errno == ENOTDIR) return not_a_directory(in_publication(layout::kReleases));
+        if (errno != ENOENT) return errno_status(in_publication(layout::kReleases));
     } else {
         // Every name that is a serial, whatever it is: a release a failed run left above
         // `latest` (never published, but the serial is not reused either) or something in
         // the way of that name.
-        SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> names, list_dir(releases.get(), layout::kReleases));
+        SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> names, list_dir(releases.get(), in_publication(layout::kReleases)));
         for (const DirChild& c : names) {
             auto serial = layout::parse_serial(c.name);
             if (serial && std::to_string(*serial) == c.name) b.highest = std::max(b.highest, *serial);
@@ -395,11 +402,11 @@ Result<Before> read_before(int pub_fd) {
     struct stat current_st {};
     if (latest && releases) {
         std::string name = std::to_string(*latest);
-        std::string display = layout::release_dir(*latest) + "/" + layout::kManifest;
+        std::string display = in_publication(layout::release_dir(*latest) + "/" + layout::kManifest);
         UniqueFd release(::openat(releases.get(), name.c_str(), O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
         if (!release) {
-            if (errno == ELOOP || errno == ENOTDIR) return not_a_directory(layout::release_dir(*latest));
-            if (errno != ENOENT) return errno_status(layout::release_dir(*latest));
+            if (errno == ELOOP || errno == ENOTDIR) return not_a_directory(in_publication(layout::release_dir(*latest)));
+            if (errno != ENOENT) return errno_status(in_publication(layout::release_dir(*latest)));
         } else if (::fstatat(release.get(), layout::kManifest, &current_st, AT_SYMLINK_NOFOLLOW) == 0) {
             SSYNC_ASSIGN_OR_RETURN(OwnManifest m, OwnManifest::read(release.get(), layout::kManifest, display));
             if (m.header.serial != *latest) {
@@ -427,7 +434,7 @@ Result<Before> read_before(int pub_fd) {
             }
         }
     } else if (errno != ENOENT) {
-        return errno_status(layout::kManifest);
+        return errno_status(in_publication(layout::kManifest));
     }
     if (b.current) b.highest = std::max(b.highest, b.current->header.serial);
     if (b.tree_only) b.highest = std::max(b.highest, b.tree_only->header.serial);
@@ -476,7 +483,7 @@ private:
 Status update_tree(FileSystem& fs, int pub_fd, const ObjectStore& store, const Manifest* previous,
                    const Manifest& next) {
     bool fresh = false;
-    SSYNC_ASSIGN_OR_RETURN(UniqueFd tree, own_dir(fs, pub_fd, layout::kTree, layout::kTree, true, &fresh));
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd tree, own_dir(fs, pub_fd, layout::kTree, store.in_publication(layout::kTree), true, &fresh));
     const Manifest* prev = fresh ? nullptr : previous;
     TreeDirs dirs(tree.get());
     std::string name;
@@ -504,10 +511,10 @@ Status update_tree(FileSystem& fs, int pub_fd, const ObjectStore& store, const M
             if (::fstatat(tree.get(), e.path.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0) {
                 if (S_ISDIR(st.st_mode)) continue;
                 int dir = dirs.parent(e.path, name);
-                if (dir < 0) return errno_status("tree/" + quote_path(e.path));
-                SSYNC_RETURN_IF_ERROR(remove_tree(fs, dir, name, "tree/" + quote_path(e.path)));
+                if (dir < 0) return errno_status(store.in_publication("tree/" + quote_path(e.path)));
+                SSYNC_RETURN_IF_ERROR(remove_tree(fs, dir, name, store.in_publication("tree/" + quote_path(e.path))));
             } else if (errno != ENOENT) {
-                return errno_status("tree/" + quote_path(e.path));
+                return errno_status(store.in_publication("tree/" + quote_path(e.path)));
             }
             damaged.insert(e.path);
         }
@@ -524,7 +531,7 @@ Status update_tree(FileSystem& fs, int pub_fd, const ObjectStore& store, const M
             if (n && same(*it, *n)) continue;
             if (n && n->type == EntryType::dir && it->type == EntryType::dir) continue;
             if (in_damaged(it->path)) continue;  // went with the non-directory in its place
-            std::string display = "tree/" + quote_path(it->path);
+            std::string display = store.in_publication("tree/" + quote_path(it->path));
             int dir = dirs.parent(it->path, name);
             if (dir < 0) {
                 // Not reachable through directories: nothing of ours is there. The symlink or
@@ -542,7 +549,7 @@ Status update_tree(FileSystem& fs, int pub_fd, const ObjectStore& store, const M
         if (p && in_damaged(e.path)) p = nullptr;
         if (p && same(*p, e) && e.type != EntryType::symlink) continue;
         if (e.type == EntryType::symlink) continue;  // never placed in the tree
-        std::string display = "tree/" + quote_path(e.path);
+        std::string display = store.in_publication("tree/" + quote_path(e.path));
         int dir = dirs.parent(e.path, name);
         if (dir < 0) return errno_status(display);
         if (e.type == EntryType::dir) {
@@ -774,7 +781,7 @@ Status write_release(FileSystem& fs, int pub_fd, const std::string& publication,
                      std::string_view bytes, std::string_view signature) {
     std::string release = layout::release_dir(serial);
     std::string serial_name = std::to_string(serial);
-    SSYNC_ASSIGN_OR_RETURN(UniqueFd releases_fd, own_dir(fs, pub_fd, layout::kReleases, layout::kReleases, false));
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd releases_fd, own_dir(fs, pub_fd, layout::kReleases, join_path(publication, layout::kReleases), false));
     if (fs.mkdirat(releases_fd.get(), serial_name.c_str(), 0755) != 0) {
         if (errno == EEXIST) return Status(Code::bad_manifest, release + ": exists already; a release is never rewritten");
         return errno_status(release);
@@ -865,7 +872,7 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
 
     // The previous manifest is read beside everything else (its header only).
     std::shared_future<Result<Before>> before_future =
-        std::async(std::launch::async, [&] { return read_before(pub_fd.get()); }).share();
+        std::async(std::launch::async, [&] { return read_before(pub_fd.get(), publication); }).share();
     // Read beside the walk: the stat cache, which tells the hashers which files the
     // publication probably holds, and the listing of objects/. With a record of the last
     // release, only once the tree turns out to have changed (objects/ also when it changed
@@ -896,7 +903,7 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
         }
         return options.preflight.get();
     };
-    ObjectStore store(fs, pub_fd.get());
+    ObjectStore store(fs, pub_fd.get(), publication);
 
     auto record_last_release = [&](std::uint64_t serial, const std::string& manifest_sha256,
                                    const std::string& stamp) {

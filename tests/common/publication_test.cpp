@@ -492,6 +492,8 @@ TEST_SUITE("Publication") {
         auto r = publish(src.path(), pub.path(), o, fake_sign);
         REQUIRE_FALSE(r.is_ok());
         CHECK(r.status().message().find("No space left on device") != std::string::npos);
+        // Which disk ran full: the file is named inside the publication, not as "objects/tmp/...".
+        CHECK_MESSAGE(r.status().message().rfind(pub / "objects/tmp/t", 0) == 0, r.status().message());
         CHECK(test::read_file(pub / "latest") == "1\n");
         auto objects_tmp = test::run({"find", pub / "objects/tmp", "-type", "f"});
         CHECK(objects_tmp.out.empty());
@@ -717,9 +719,8 @@ TEST_SUITE("Publication") {
             auto r = publish(src.path(), pub.path(), options(), fake_sign);
             REQUIRE_FALSE(r.is_ok());
             CHECK(r.status().code() == Code::io);
-            // The lock directory is named with the publication's path (it is the first thing a
-            // run touches); objects/ and releases/ as the layout names them.
-            std::string shown = dir == std::string(".ssync-signer") ? pub / dir : std::string(dir);
+            // Named with the publication's path: which publication is in the way.
+            std::string shown = pub / dir;
             CHECK(r.status().message() ==
                   shown + ": not a directory (a symlink or file is in the way); ssync neither follows nor removes it");
             CHECK(test::run({"find", outside.path(), "-printf", "%P %s\\n"}).out == before);

@@ -83,6 +83,9 @@ Result<StagedObjects> open_staged_objects(FileSystem& fs, int staging_fd, const 
     return StagedObjects(fs, std::move(root), join_path(dest_path, ".ssync/staging/objects"));
 }
 
+// The file system ran full (or over a quota).
+bool disk_full(const Status& s) { return s.os_error() == ENOSPC || s.os_error() == EDQUOT; }
+
 bool below(const std::string& path, const std::string& dir) {
     return path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/';
 }
@@ -369,7 +372,7 @@ Result<Plan> Installer::plan(const Manifest& manifest) {
 Status Installer::stage(const Plan& plan, Transport& transport, ContentLayout layout,
                         const DownloadOptions& download_options, double* flush_seconds) {
     Status s = fill_staging(plan, transport, layout, download_options, flush_seconds);
-    if (s.os_error() != ENOSPC && s.os_error() != EDQUOT) return s;
+    if (!disk_full(s)) return s;
     // Kept, the staged part of the release would go on holding the space it needs whole, on a
     // file system that services and logs often share; the next run fetches it again.
     Status cleaned = clean_staging();
@@ -432,7 +435,7 @@ Status Installer::fill_staging(const Plan& plan, Transport& transport, ContentLa
                 continue;
             }
             // A full disk fails the fetch just the same: said now, before any download.
-            if (!d && (d.status().os_error() == ENOSPC || d.status().os_error() == EDQUOT)) return d.status();
+            if (!d && disk_full(d.status())) return d.status();
         }
         // Changed or gone since the plan (or the copy failed): fetch it instead.
         fs_->unlinkat(dir, hash.c_str(), 0);

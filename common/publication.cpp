@@ -292,16 +292,17 @@ private:
     std::atomic<std::uint64_t> counter_{0};
 };
 
-// Makes `to_name` in to_dir another name of `from_name` in from_dir, atomically replacing
-// what was there.
-Status replace_with_link(FileSystem& fs, int from_dir, const char* from_name, int to_dir, const char* to_name) {
+// Makes `to_name` in to_dir (`display` in messages) another name of `from_name` in from_dir,
+// atomically replacing what was there.
+Status replace_with_link(FileSystem& fs, int from_dir, const char* from_name, int to_dir, const char* to_name,
+                         const std::string& display) {
     std::string tmp = std::string(".ssync-tmp-link.") + to_name;
     fs.unlinkat(to_dir, tmp.c_str(), 0);
-    if (fs.linkat(from_dir, from_name, to_dir, tmp.c_str()) != 0) return errno_status(to_name);
+    if (fs.linkat(from_dir, from_name, to_dir, tmp.c_str()) != 0) return errno_status(display);
     if (fs.renameat2(to_dir, tmp.c_str(), to_dir, to_name, 0) != 0) {
         int err = errno;
         fs.unlinkat(to_dir, tmp.c_str(), 0);
-        return errno_status(to_name, err);
+        return errno_status(display, err);
     }
     return Status::ok();
 }
@@ -779,9 +780,10 @@ Result<Manifest> next_header(const PublishOptions& options, const Before& before
 // directory: sign never removes or rewrites a release, above all not the one `latest` names.
 Status write_release(FileSystem& fs, int pub_fd, const std::string& publication, std::uint64_t serial,
                      std::string_view bytes, std::string_view signature) {
-    std::string release = layout::release_dir(serial);
+    std::string releases = join_path(publication, layout::kReleases);
+    std::string release = join_path(publication, layout::release_dir(serial));
     std::string serial_name = std::to_string(serial);
-    SSYNC_ASSIGN_OR_RETURN(UniqueFd releases_fd, own_dir(fs, pub_fd, layout::kReleases, join_path(publication, layout::kReleases), false));
+    SSYNC_ASSIGN_OR_RETURN(UniqueFd releases_fd, own_dir(fs, pub_fd, layout::kReleases, releases, false));
     if (fs.mkdirat(releases_fd.get(), serial_name.c_str(), 0755) != 0) {
         if (errno == EEXIST) return Status(Code::bad_manifest, release + ": exists already; a release is never rewritten");
         return errno_status(release);
@@ -792,12 +794,13 @@ Status write_release(FileSystem& fs, int pub_fd, const std::string& publication,
                                             release + "/" + layout::kManifest));
     SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, release_fd.get(), layout::kSignature, signature,
                                             0644, release + "/" + layout::kSignature));
-    SSYNC_RETURN_IF_ERROR(sync_dir(fs, releases_fd.get(), layout::kReleases));
+    SSYNC_RETURN_IF_ERROR(sync_dir(fs, releases_fd.get(), releases));
     // The switch: from here on, readers that follow `latest` get the new release.
-    SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, pub_fd, layout::kLatest, serial_name + "\n", 0644, layout::kLatest));
+    SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, pub_fd, layout::kLatest, serial_name + "\n", 0644,
+                                            join_path(publication, layout::kLatest)));
     // The top-level pair is the release's pair again: second names for the same files.
     for (const char* name : {layout::kSignature, layout::kManifest}) {
-        SSYNC_RETURN_IF_ERROR(replace_with_link(fs, release_fd.get(), name, pub_fd, name));
+        SSYNC_RETURN_IF_ERROR(replace_with_link(fs, release_fd.get(), name, pub_fd, name, join_path(publication, name)));
     }
     return sync_dir(fs, pub_fd, publication);
 }

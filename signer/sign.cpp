@@ -129,7 +129,7 @@ cli::Command sign_command() {
         "Scans SRC (files, directories, symlinks), hashes files with SHA-256 on all cores, stores\n"
         "new content in PUB/objects, and publishes PUB/manifest.json with the detached signature\n"
         "PUB/manifest.json.asc as a new release. Silent on success unless run at a terminal.\n"
-        "See docs/publication.md.",
+        "A top-level SRC/.ssync (a mirror's record, reserved) is left out. See docs/publication.md.",
         {
             {"root", "SRC", "the tree to publish"},
             {"out", "PUB", "the publication directory (created if missing)"},

@@ -44,7 +44,9 @@ int run_audit(const cli::Args& args) {
             std::printf("%s: %s serial %llu, %zu entries, signed by %s: %s\n", dir.c_str(), m.name.c_str(),
                         static_cast<unsigned long long>(m.serial), m.entries.size(),
                         release->signer.primary_fpr.c_str(),
-                        diffs->empty() ? "OK" : (std::to_string(diffs->size()) + " differences").c_str());
+                        diffs->empty()      ? "OK"
+                        : diffs->size() == 1 ? "1 difference"
+                                             : (std::to_string(diffs->size()) + " differences").c_str());
         }
     }
     return diffs->empty() ? 0 : exit_code(Code::mismatch);

@@ -125,6 +125,7 @@ TEST_SUITE("e2e audit") {
             auto human = p.audit(copy);
             CHECK(human.exit_status == 1);
             CHECK(human.out.find(c.kind) == 0);
+            CHECK_MESSAGE(human.out.find(": 1 difference\n") != std::string::npos, human.out);
             REQUIRE(run({"rm", "-rf", copy}).exit_status == 0);
         }
     }

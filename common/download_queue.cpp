@@ -4,6 +4,8 @@
 #include <cstring>
 #include <utility>
 
+#include "ssync/parallel.h"
+
 namespace ssync {
 
 DownloadQueue::DownloadQueue(const std::vector<Download>& downloads, const DownloadOptions& options,
@@ -14,17 +16,12 @@ DownloadQueue::DownloadQueue(const std::vector<Download>& downloads, const Downl
       filling_(downloads.size(), nullptr) {
     unsigned writers = options.writers ? options.writers : std::clamp(std::thread::hardware_concurrency(), 2u, 4u);
     for (unsigned i = 0; i < writers; ++i) writers_.push_back(std::make_unique<Writer>());
-    for (std::size_t i = 0; i < writers_.size(); ++i) {
-        try {
-            writers_[i]->thread = std::thread([this, &writer = *writers_[i]] { work(writer); });
-        } catch (...) {
-            // Fewer writers will do; none cannot: the started ones are stopped before the
-            // error leaves (a running std::thread destroyed would end the process).
-            if (i == 0) throw;
-            writers_.resize(i);
-            break;
-        }
-    }
+    // The threads get the records themselves, not writers_, which shrinks below when fewer
+    // threads could start (fewer writers will do; none cannot).
+    std::vector<Writer*> records;
+    for (auto& w : writers_) records.push_back(w.get());
+    threads_ = start_some_threads(writers, [this, records](unsigned i) { work(*records[i]); });
+    writers_.resize(threads_.size());
 }
 
 DownloadQueue::~DownloadQueue() { cancel(); }
@@ -47,8 +44,8 @@ void DownloadQueue::cancel() {
     }
     for (auto& w : writers_) w->cv.notify_all();
     buffer_cv_.notify_all();
-    for (auto& w : writers_) {
-        if (w->thread.joinable()) w->thread.join();
+    for (auto& t : threads_) {
+        if (t.joinable()) t.join();
     }
 }
 

@@ -78,9 +78,9 @@ constexpr const char* kTreeStamp = "tree-stamp";
 // small enough that little is left for the flush before the switch.
 constexpr std::uint64_t kEarlyWritebackStep = 64 << 20;
 
-Result<StagedObjects> open_staged_objects(FileSystem& fs, int staging_fd, const std::string& dest_path) {
+Result<StagedObjects> open_staged_objects(FileSystem& fs, int staging_fd, const std::string& staging_display) {
     SSYNC_ASSIGN_OR_RETURN(UniqueFd root, open_dir_beneath(staging_fd, kObjectsDir));
-    return StagedObjects(fs, std::move(root), join_path(dest_path, ".ssync/staging/objects"));
+    return StagedObjects(fs, std::move(root), join_path(staging_display, kObjectsDir));
 }
 
 // The file system ran full (or over a quota).
@@ -250,7 +250,7 @@ Result<Installer> Installer::open(const std::string& dest, const InstallOptions&
     if (!m) return m.status().with_context(dest);
     in.meta_ = std::move(m).value();
     SSYNC_RETURN_IF_ERROR(make_dirs(*in.fs_, in.meta_.get(), std::string(kStagingDir) + "/" + kObjectsDir, 0700,
-                                    join_path(dest, ".ssync/staging")));
+                                    in.staging_display()));
     SSYNC_ASSIGN_OR_RETURN(in.staging_, open_dir_beneath(in.meta_.get(), kStagingDir));
     return in;
 }
@@ -384,10 +384,10 @@ Status Installer::stage(const Plan& plan, Transport& transport, ContentLayout la
 
 Status Installer::fill_staging(const Plan& plan, Transport& transport, ContentLayout layout,
                                const DownloadOptions& download_options, double* flush_seconds) {
-    SSYNC_ASSIGN_OR_RETURN(StagedObjects objects, open_staged_objects(*fs_, staging_.get(), dest_path_));
+    SSYNC_ASSIGN_OR_RETURN(StagedObjects objects, open_staged_objects(*fs_, staging_.get(), staging_display()));
 
     // Half-prepared entries of an interrupted run go; its verified content may stay.
-    SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> leftovers, list_dir(staging_.get(), join_path(dest_path_, ".ssync/staging")));
+    SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> leftovers, list_dir(staging_.get(), staging_display()));
     for (const DirChild& c : leftovers) {
         if (c.name != kObjectsDir) SSYNC_RETURN_IF_ERROR(remove_tree(*fs_, staging_.get(), c.name, c.name));
     }
@@ -538,7 +538,7 @@ Result<int> Installer::prepare_file(const Entry& e, StagedObjects& objects, std:
 }
 
 Status Installer::apply(const Manifest& manifest, const Plan& plan) {
-    SSYNC_ASSIGN_OR_RETURN(StagedObjects objects, open_staged_objects(*fs_, staging_.get(), dest_path_));
+    SSYNC_ASSIGN_OR_RETURN(StagedObjects objects, open_staged_objects(*fs_, staging_.get(), staging_display()));
     DirCache dirs(dest_.get());
     auto display = [&](const std::string& path) { return join_path(dest_path_, quote_path(path)); };
 
@@ -778,7 +778,7 @@ Status Installer::apply_whole_tree(const Manifest& manifest, const Plan& plan, c
     SSYNC_RETURN_IF_ERROR(remove_tree(*fs_, parent_.get(), next_name, next_display));
     if (fs_->mkdirat(parent_.get(), next_name.c_str(), 0700) != 0) return errno_status(next_display);
     SSYNC_ASSIGN_OR_RETURN(UniqueFd next, open_dir_beneath(parent_.get(), next_name));
-    SSYNC_ASSIGN_OR_RETURN(StagedObjects objects, open_staged_objects(*fs_, staging_.get(), dest_path_));
+    SSYNC_ASSIGN_OR_RETURN(StagedObjects objects, open_staged_objects(*fs_, staging_.get(), staging_display()));
     auto display = [&](const std::string& path) { return join_path(dest_path_, quote_path(path)); };
 
     std::unordered_set<std::string_view> fresh;  // content or metadata not as in DEST
@@ -874,10 +874,14 @@ Status Installer::apply_whole_tree(const Manifest& manifest, const Plan& plan, c
     return Status::ok();
 }
 
+std::string Installer::staging_display() const {
+    return join_path(dest_path_, std::string(kReservedDir) + "/" + kStagingDir);
+}
+
 Status Installer::clean_staging() {
-    SSYNC_RETURN_IF_ERROR(remove_tree(*fs_, meta_.get(), kStagingDir, join_path(dest_path_, ".ssync/staging")));
+    SSYNC_RETURN_IF_ERROR(remove_tree(*fs_, meta_.get(), kStagingDir, staging_display()));
     SSYNC_RETURN_IF_ERROR(make_dirs(*fs_, meta_.get(), std::string(kStagingDir) + "/" + kObjectsDir, 0700,
-                                    join_path(dest_path_, ".ssync/staging")));
+                                    staging_display()));
     SSYNC_ASSIGN_OR_RETURN(staging_, open_dir_beneath(meta_.get(), kStagingDir));
     return Status::ok();
 }

@@ -228,13 +228,14 @@ public:
     Result<FileDigest> store(int src_fd, const std::string& display, const std::string* expect,
                              const struct stat& at_open, std::uint64_t stop_at = UINT64_MAX) {
         std::string tmp = "t" + std::to_string(::getpid()) + "-" + std::to_string(counter_++);
+        const std::string tmp_display = in_publication("objects/tmp/" + tmp);  // for messages
         UniqueFd out(fs_.openat(tmp_fd_.get(), tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_NOFOLLOW, 0444));
-        if (!out) return errno_status(in_publication("objects/tmp/" + tmp));
+        if (!out) return errno_status(tmp_display);
         auto cleanup = [&] { fs_.unlinkat(tmp_fd_.get(), tmp.c_str(), 0); };
         auto digest = hash_fd(
             src_fd, display,
             [&](const char* data, std::size_t size) {
-                return write_all(fs_, out.get(), std::string_view(data, size), in_publication("objects/tmp/" + tmp));
+                return write_all(fs_, out.get(), std::string_view(data, size), tmp_display);
             },
             stop_at);
         if (!digest) {

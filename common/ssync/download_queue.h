@@ -87,7 +87,6 @@ private:
         std::condition_variable cv;
         bool idle = false;          // guarded by mutex_: sleeping on cv
         std::unordered_map<std::size_t, std::unique_ptr<DownloadWriter>> files;  // its own
-        std::thread thread;
     };
 
     Buffer* acquire();                    // network thread
@@ -116,6 +115,7 @@ private:
     std::atomic<bool> failed_{false};
 
     std::vector<std::unique_ptr<Writer>> writers_;  // download i goes to writers_[i % size]
+    std::vector<std::thread> threads_;              // threads_[i] runs writers_[i]
 };
 
 }  // namespace ssync

@@ -123,6 +123,7 @@ public:
 private:
     Installer() = default;
     Status set_metadata_fd(int fd, const Entry& e, const std::string& display);
+    std::string staging_display() const;  // DEST/.ssync/staging, as messages name it
     // stage() up to its error handling.
     Status fill_staging(const Plan& plan, Transport& transport, ContentLayout layout,
                         const DownloadOptions& download_options, double* flush_seconds);

@@ -37,6 +37,18 @@ std::vector<std::thread> start_threads(unsigned count, Body body) {
     return threads;
 }
 
+// start_threads() for a pool that needs at least one thread: throws std::system_error ("cannot
+// start a thread") when none started.
+template <typename Body>
+std::vector<std::thread> start_some_threads(unsigned count, Body body) {
+    std::vector<std::thread> threads = start_threads(count, std::move(body));
+    if (threads.empty()) {
+        throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
+                                "cannot start a thread");
+    }
+    return threads;
+}
+
 // A pipeline: `threads` workers take items while the producer is still making them, where
 // parallel_for needs every item up front (a tree walk feeding the hashers). Items are taken in
 // the order pushed. After the first error no new item starts and push() returns false.
@@ -45,11 +57,7 @@ class WorkQueue {
 public:
     WorkQueue(unsigned threads, std::function<Status(Item&)> work) : work_(std::move(work)) {
         if (threads == 0) threads = default_thread_count();
-        workers_ = start_threads(threads, [this](unsigned) { run(); });
-        if (workers_.empty()) {
-            throw std::system_error(std::make_error_code(std::errc::resource_unavailable_try_again),
-                                    "cannot start a thread");
-        }
+        workers_ = start_some_threads(threads, [this](unsigned) { run(); });
     }
     WorkQueue(const WorkQueue&) = delete;
     WorkQueue& operator=(const WorkQueue&) = delete;

@@ -15,10 +15,13 @@
 #include <numeric>
 #include <optional>
 #include <set>
+#include <unordered_set>
 #include <utility>
 #include <vector>
 
 #include "ssync/hash.h"
+#include "ssync/pack_writer.h"
+#include "ssync/packs.h"
 #include "ssync/parallel.h"
 
 namespace ssync {
@@ -356,6 +359,7 @@ struct Before {
     // itself), or without that the top-level manifest.json. Its name must match the new one;
     // files of the same path and size are probably unchanged.
     std::optional<OwnManifest> current;
+    bool current_is_release = false;  // read from releases/N, N what `latest` names
     // What tree/ was last brought to: the top-level manifest.json, switched just before tree/
     // is updated. Usually the same file as `current`; an older release after a run that failed
     // between `latest` and the top-level pair; none when it was removed.
@@ -416,6 +420,7 @@ Result<Before> read_before(int pub_fd, const std::string& publication) {
                                                       ", but latest names " + std::to_string(*latest));
             }
             b.current = std::move(m);
+            b.current_is_release = true;
         } else if (errno != ENOENT) {
             return errno_status(display);
         }
@@ -742,6 +747,65 @@ bool tree_exists(int pub_fd) {
     return ::fstatat(pub_fd, layout::kTree, &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISDIR(st.st_mode);
 }
 
+// The index of the release `latest` names; nullopt when it has none, or one that cannot be read
+// or does not parse: its packs then count as gone and their objects are packed again, as the
+// index only saves mirrors requests.
+std::optional<PackIndex> previous_pack_index(int pub_fd, const Before& before) {
+    if (!before.current || !before.current_is_release) return std::nullopt;
+    std::uint64_t serial = before.current->header.serial;
+    UniqueFd release(open_beneath(pub_fd, layout::release_dir(serial), O_RDONLY | O_DIRECTORY));
+    if (!release) return std::nullopt;
+    auto index = read_pack_index(release.get(), layout::pack_index_path(serial));
+    if (!index) return std::nullopt;
+    return std::move(index).value();
+}
+
+// The index of a release made from the previous one's entries: the previous index again, when
+// packs/ (not through a symlink) still holds every pack it lists as listed. nullopt otherwise,
+// and the whole way makes one. The packs are stat'ed, never read: this path must stay cheap.
+std::optional<std::string> reusable_pack_index(int pub_fd, const Before& before) {
+    std::optional<PackIndex> previous = previous_pack_index(pub_fd, before);
+    if (!previous) return std::nullopt;
+    UniqueFd packs(::openat(pub_fd, layout::kPacks, O_RDONLY | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC));
+    if (!packs) return std::nullopt;
+    for (const Pack& pack : previous->packs)
+        if (!pack_present(packs.get(), pack)) return std::nullopt;
+    // The parser takes only what format_pack_index() writes, so this is the file's text.
+    return format_pack_index(*previous);
+}
+
+// Packs the small objects of the release `scanned` describes (in path order, their objects
+// stored) that no pack of the previous release still in packs_fd holds, and returns the new
+// release's index.
+Result<std::string> make_packs(FileSystem& fs, int pub_fd, int packs_fd, const ObjectStore& store,
+                               const std::string& publication, const Before& before,
+                               const std::vector<ScannedEntry>& scanned, unsigned threads, PublishStats& stats) {
+    std::vector<PackedObject> small;
+    std::unordered_set<std::string_view> seen;
+    for (const ScannedEntry& se : scanned) {
+        const Entry& e = se.entry;
+        if (e.type != EntryType::file || e.size > kPackMaxObjectSize) continue;
+        if (seen.insert(e.sha256).second) small.push_back(PackedObject{e.sha256, e.size});
+    }
+    std::vector<Pack> usable;
+    if (std::optional<PackIndex> previous = previous_pack_index(pub_fd, before)) {
+        for (Pack& pack : previous->packs)
+            if (pack_present(packs_fd, pack)) usable.push_back(std::move(pack));
+    }
+    PackPlan plan = plan_packs(small, usable);
+    PackWriter writer(fs, store.tmp_dir(), packs_fd, [&store](std::string_view sha256) { return store.fan_out(sha256); },
+                      publication);
+    std::size_t fresh = plan.index.packs.size() - plan.first_new;
+    SSYNC_RETURN_IF_ERROR(parallel_for(fresh, threads, [&](std::size_t k) {
+        return writer.write_pack(plan.index.packs[plan.first_new + k]);
+    }));
+    for (std::size_t k = plan.first_new; k < plan.index.packs.size(); ++k) {
+        stats.packs_written++;
+        stats.bytes_packed += plan.index.packs[k].size;
+    }
+    return format_pack_index(plan.index);
+}
+
 // The header of the next release: the name kept, the serial above every one the publication
 // has published or started.
 Result<Manifest> next_header(const PublishOptions& options, const Before& before) {
@@ -776,11 +840,11 @@ Result<Manifest> next_header(const PublishOptions& options, const Before& before
     return next;
 }
 
-// Writes releases/N (manifest and signature), then switches `latest` and the top-level pair
+// Writes releases/N (manifest, signature and, when set, the pack index), then switches `latest` and the top-level pair
 // to it. The serial is above every name in releases/ (read_before), so releases/N is a new
 // directory: sign never removes or rewrites a release, above all not the one `latest` names.
 Status write_release(FileSystem& fs, int pub_fd, const std::string& publication, std::uint64_t serial,
-                     std::string_view bytes, std::string_view signature) {
+                     std::string_view bytes, std::string_view signature, const std::optional<std::string>& pack_index) {
     std::string releases = join_path(publication, layout::kReleases);
     std::string release = join_path(publication, layout::release_dir(serial));
     std::string serial_name = std::to_string(serial);
@@ -795,6 +859,10 @@ Status write_release(FileSystem& fs, int pub_fd, const std::string& publication,
                                             release + "/" + layout::kManifest));
     SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, release_fd.get(), layout::kSignature, signature,
                                             0644, release + "/" + layout::kSignature));
+    if (pack_index) {
+        SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, release_fd.get(), layout::kPackIndex, *pack_index, 0644,
+                                                release + "/" + layout::kPackIndex));
+    }
     SSYNC_RETURN_IF_ERROR(sync_dir(fs, releases_fd.get(), releases));
     // The switch: from here on, readers that follow `latest` get the new release.
     SSYNC_RETURN_IF_ERROR(write_file_atomic(fs, pub_fd, layout::kLatest, serial_name + "\n", 0644,
@@ -950,6 +1018,11 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
                 SSYNC_ASSIGN_OR_RETURN(bool held, objects_held());
                 unchanged = held && tree_exists(pub_fd.get());
             }
+            std::optional<std::string> pack_index;
+            if (unchanged && options.packs) {
+                pack_index = reusable_pack_index(pub_fd.get(), before);
+                unchanged = pack_index.has_value();
+            }
             if (unchanged) {
                 phases.scan = lap();
                 SSYNC_RETURN_IF_ERROR(store.prepare());  // removes what a run that died left in objects/tmp
@@ -961,7 +1034,8 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
                 result.stats.reused_entries = true;
                 SSYNC_ASSIGN_OR_RETURN(std::string signature, speculative.get());
                 phases.sign = lap();
-                SSYNC_RETURN_IF_ERROR(write_release(fs, pub_fd.get(), publication, next.serial, bytes, signature));
+                SSYNC_RETURN_IF_ERROR(
+                    write_release(fs, pub_fd.get(), publication, next.serial, bytes, signature, pack_index));
                 result.manifest_sha256 = sha256_hex(bytes);
                 record_last_release(next.serial, result.manifest_sha256, quick->stamp);
                 phases.write = lap();
@@ -1123,6 +1197,12 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
         return scanned[a.index].entry.size > scanned[b.index].entry.size;
     });
     SSYNC_RETURN_IF_ERROR(store.prepare());
+    // Like objects/: refused, not replaced, when something else is in its place.
+    UniqueFd packs_fd;
+    if (options.packs) {
+        SSYNC_ASSIGN_OR_RETURN(packs_fd, own_dir(fs, pub_fd.get(), layout::kPacks, join_path(publication, layout::kPacks),
+                                                 false));
+    }
     // Files the stat cache did not settle are compared with the previous release by path.
     const Manifest* previous_entries = nullptr;
     if (before.current && std::any_of(files.begin(), files.end(), [](const ToStore& f) { return !f.known_new; })) {
@@ -1159,6 +1239,12 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     });
     progress.finish();
     SSYNC_RETURN_IF_ERROR(st);
+    // Packs are content too: written with the objects, made durable by the same syncfs.
+    std::optional<std::string> pack_index;
+    if (options.packs) {
+        SSYNC_ASSIGN_OR_RETURN(pack_index, make_packs(fs, pub_fd.get(), packs_fd.get(), store, publication, before,
+                                                      scanned, options.threads, result.stats));
+    }
 
     result.stats.files_hashed += hashed;
     result.stats.bytes_hashed += bytes_hashed;
@@ -1191,7 +1277,9 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
 
     // Every object must be on disk before a signed manifest can point at it. syncfs flushes
     // the whole file system (other programs' data too), so only when something was stored.
-    if (store.objects_stored_ > 0 && ::syncfs(pub_fd.get()) != 0) return errno_status(publication + ": syncfs");
+    if ((store.objects_stored_ > 0 || result.stats.packs_written > 0) && ::syncfs(pub_fd.get()) != 0) {
+        return errno_status(publication + ": syncfs");
+    }
 
     phases.hash = lap();
 
@@ -1200,7 +1288,7 @@ Result<PublishResult> publish_into(UniqueFd src_fd, const std::string& publicati
     SSYNC_ASSIGN_OR_RETURN(std::string signature, sign(bytes));
     phases.sign = lap();
 
-    SSYNC_RETURN_IF_ERROR(write_release(fs, pub_fd.get(), publication, next.serial, bytes, signature));
+    SSYNC_RETURN_IF_ERROR(write_release(fs, pub_fd.get(), publication, next.serial, bytes, signature, pack_index));
     const OwnManifest* basis = before.tree_basis();
     // tree/ is at the previous release already when the entries are the same (a --rehash of
     // an unchanged tree): nothing to compare, and the previous entries need no parse.

@@ -37,6 +37,7 @@ int run_sign(const cli::Args& args) {
     if (*valid <= 0) return cli::report_error(Status(Code::usage, "--expires: must be positive"));
     options.valid_for = *valid;
     options.rehash = args.has("rehash");
+    options.packs = !args.has("no-packs");
     options.special = args.has("skip-special") ? SpecialFiles::skip : SpecialFiles::refuse;
     options.progress = stderr_is_terminal() && !args.has("quiet") && !args.has("json");
     if (args.has("threads")) {
@@ -88,6 +89,8 @@ int run_sign(const cli::Args& args) {
             {"bytes_hashed", r.stats.bytes_hashed},
             {"objects_stored", r.stats.objects_stored},
             {"bytes_stored", r.stats.bytes_stored},
+            {"packs_written", r.stats.packs_written},
+            {"bytes_packed", r.stats.bytes_packed},
             {"unchanged", r.stats.reused_entries},
             {"phases",
              {{"scan", r.stats.phases.scan},
@@ -100,7 +103,7 @@ int run_sign(const cli::Args& args) {
         // A person at a terminal gets a line; cron, which mails whatever is printed, gets
         // silence on success. Decided as for the progress line and `ssync-verifier sync`.
         std::printf("signed %s serial %llu: %llu files (%s), %llu dirs, %llu symlinks; hashed %llu, "
-                    "reused %llu, stored %llu new objects (%s); expires %s\n",
+                    "reused %llu, stored %llu new objects (%s) and %llu new packs (%s); expires %s\n",
                     r.header.name.c_str(), static_cast<unsigned long long>(r.header.serial),
                     static_cast<unsigned long long>(r.stats.files),
                     human_bytes(r.stats.bytes).c_str(),
@@ -109,7 +112,9 @@ int run_sign(const cli::Args& args) {
                     static_cast<unsigned long long>(r.stats.files_hashed),
                     static_cast<unsigned long long>(r.stats.files_cached),
                     static_cast<unsigned long long>(r.stats.objects_stored),
-                    human_bytes(r.stats.bytes_stored).c_str(), format_rfc3339(r.header.expires).c_str());
+                    human_bytes(r.stats.bytes_stored).c_str(),
+                    static_cast<unsigned long long>(r.stats.packs_written),
+                    human_bytes(r.stats.bytes_packed).c_str(), format_rfc3339(r.header.expires).c_str());
     }
     // The process ends now: what publish() built (tens of thousands of entries) goes back to
     // the system with it instead of being freed one string at a time. Kept reachable from a
@@ -127,8 +132,10 @@ cli::Command sign_command() {
         "scan a tree, store its content and publish a signed manifest",
         "--root SRC --out PUB --key FPR [OPTIONS]",
         "Scans SRC (files, directories, symlinks), hashes files with SHA-256 on all cores, stores\n"
-        "new content in PUB/objects, and publishes PUB/manifest.json with the detached signature\n"
-        "PUB/manifest.json.asc as a new release. Silent on success unless run at a terminal.\n"
+        "new content in PUB/objects, packs small objects no pack holds yet into PUB/packs (listed\n"
+        "in PUB/releases/N/packs, so that a mirror's first sync takes few requests), and\n"
+        "publishes PUB/manifest.json with the detached signature PUB/manifest.json.asc as a new\n"
+        "release. Silent on success unless run at a terminal.\n"
         "A top-level SRC/.ssync (a mirror's record, reserved) is left out. See docs/publication.md.",
         {
             {"root", "SRC", "the tree to publish"},
@@ -140,6 +147,7 @@ cli::Command sign_command() {
             {"serial", "N", "serial number (default: the current one plus 1)"},
             {"expires", "DURATION", "validity, e.g. 7d, 36h (default 7d)"},
             {"rehash", "", "hash every file, ignoring the stat cache"},
+            {"no-packs", "", "write no packs and no pack index for this release"},
             {"skip-special", "", "leave out devices, FIFOs and sockets instead of failing"},
             {"threads", "N", "hashing threads (default: one per core)"},
             {"json", "", "print a JSON summary"},

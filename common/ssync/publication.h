@@ -4,7 +4,9 @@
 //   PUB/releases/<serial>/manifest.json      immutable, one directory per release
 //   PUB/releases/<serial>/manifest.json.asc
 //   PUB/manifest.json, manifest.json.asc     the current release again, for people and gpg
+//   PUB/releases/<serial>/packs        the release's pack index (ssync/packs.h; unsigned)
 //   PUB/objects/<aa>/<sha256>          file content by hash, immutable, mode 0444
+//   PUB/packs/<sha256>.pack            small objects concatenated, immutable, mode 0444
 //   PUB/tree/<path>                    the current release as a plain tree: hard links to
 //                                      objects (regular files and directories only)
 //   PUB/.ssync-signer/                 the signer's lock, stat cache and last-release record
@@ -60,6 +62,9 @@ struct PublishOptions {
     std::int64_t now = 0;                  // "created"
     std::int64_t valid_for = 7 * 86400;    // expires = now + valid_for
     bool rehash = false;                   // ignore the stat cache
+    // Write packs/ and releases/N/packs for the new release (sign --no-packs: false, and the
+    // release has no index).
+    bool packs = true;
     SpecialFiles special = SpecialFiles::refuse;
     unsigned threads = 0;                  // 0: one per core
     bool progress = false;                 // show progress on stderr
@@ -76,6 +81,8 @@ struct PublishStats {
     std::uint64_t files_cached = 0;   // digest taken from the stat cache
     std::uint64_t bytes_hashed = 0;
     std::uint64_t objects_stored = 0, bytes_stored = 0;
+    // New packs the release's index lists (the others it lists were the previous release's).
+    std::uint64_t packs_written = 0, bytes_packed = 0;
     std::uint64_t bytes = 0;          // of all files of the release
     // Nothing changed since the last release: it was made from that one's entries with a new
     // header (see LastRelease in publication.cpp).
@@ -100,12 +107,13 @@ struct PublishResult {
     std::vector<Entry> entries;
 };
 
-// Scans `source`, stores new content as objects, then writes and signs the manifest and makes
-// it current. The new release becomes visible only after all of its content is durable
+// Scans `source`, stores new content as objects and (options.packs) its small objects that no
+// pack of the previous release holds as new packs, then writes and signs the manifest, writes
+// the pack index beside it, and makes it current. The new release becomes visible only after all of its content is durable
 // (syncfs) and its signature is written; readers that follow `latest` see the old release or
 // the new one, never a mix. On error the current release stays as it was. Errors name the
 // path: io for the file system (also a source file that changes while it is read, and a
-// symlink or file where objects/, releases/ or .ssync-signer/ should be a directory),
+// symlink or file where objects/, packs/, releases/ or .ssync-signer/ should be a directory),
 // bad_manifest for an inconsistent previous publication or a serial that does not increase,
 // whatever sign() returns for signing problems. Nothing is written outside `publication`: no
 // symlink below it is followed.

@@ -239,8 +239,8 @@ TEST_SUITE("Collect") {
         CollectOptions o;
         o.keep = 1;
         o.fs = &faulty;
-        // Releases 2 and 1 take three unlinks each (two files, then the directory): 1-6 remove
-        // them, 7 on are objects.
+        // Releases 2 and 1 take four unlinks each (three files, then the directory): 1-8 remove
+        // them, 9 on are objects.
         SUBCASE("while removing a release") {
             faulty.fail(test::FaultInjectingFs::Op::unlink, 2, EIO);
             auto r = collect_garbage(h.pub.path(), o);
@@ -249,7 +249,7 @@ TEST_SUITE("Collect") {
             CHECK(r.status().message().find(h.pub / "releases/2/") == 0);  // the newest goes first
         }
         SUBCASE("while removing an object") {
-            faulty.fail(test::FaultInjectingFs::Op::unlink, 7, EIO);
+            faulty.fail(test::FaultInjectingFs::Op::unlink, 9, EIO);
             auto r = collect_garbage(h.pub.path(), o);
             REQUIRE_FALSE(r.is_ok());
             CHECK(r.status().message().find(h.pub / "objects/") == 0);

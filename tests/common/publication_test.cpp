@@ -5,10 +5,13 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <functional>
+#include <map>
 #include <mutex>
 
 #include "fault_fs.h"
 #include "ssync/hash.h"
+#include "ssync/packs.h"
 #include "ssync/scan.h"
 #include "testutil.h"
 
@@ -704,8 +707,8 @@ TEST_SUITE("Publication") {
         CHECK(inode(pub / "tree/planted") == inode(pub / layout::object_path(h)));
     }
 
-    TEST_CASE("objects/, releases/ or .ssync-signer/ as a symlink is refused by name, nothing written through it") {
-        for (std::string dir : {"objects", "releases", ".ssync-signer"}) {
+    TEST_CASE("objects/, packs/, releases/ or .ssync-signer/ as a symlink is refused by name, nothing written through it") {
+        for (std::string dir : {"objects", "packs", "releases", ".ssync-signer"}) {
             CAPTURE(dir);
             test::TempDir src, pub, outside;
             make_source(src.path());
@@ -762,6 +765,259 @@ TEST_SUITE("Publication") {
         test::TempDir src;
         make_source(src.path());
         CHECK(publish(src.path(), src.path(), options(), fake_sign).status().code() == Code::usage);
+    }
+}
+
+
+namespace {
+
+// The pack index of release `serial`, which must parse.
+PackIndex index_of(const std::string& pub, std::uint64_t serial) {
+    auto index = parse_pack_index(test::read_file(pub + "/" + layout::pack_index_path(serial)), "index");
+    REQUIRE_MESSAGE(index.is_ok(), index.status().message());
+    return std::move(index).value();
+}
+
+// A pack as the index lists it, for comparing.
+std::string listed(const Pack& pack) { return format_pack_index(PackIndex{{pack}}); }
+
+std::vector<std::string> digests_in(const Pack& pack) {
+    std::vector<std::string> out;
+    for (const PackedObject& o : pack.objects) out.push_back(o.sha256);
+    return out;
+}
+
+std::string packs_on_disk(const std::string& pub) {
+    return test::run({"find", pub + "/packs", "-mindepth", "1", "-printf", "%P %s\\n"}).out;
+}
+
+// What every index must be, against its release's manifest: each pack a regular file, mode
+// 0444, of its objects' bytes back to back (each of the size listed), named by its SHA-256;
+// every small object of the release in exactly one pack, no larger one in any.
+void check_index(const std::string& pub, std::uint64_t serial) {
+    PackIndex index = index_of(pub, serial);
+    auto m = parse_manifest(test::read_file(pub + "/" + layout::release_dir(serial) + "/manifest.json"));
+    REQUIRE(m.is_ok());
+    std::map<std::string, int> times_packed;
+    for (const Pack& pack : index.packs) {
+        std::string path = pub + "/" + layout::pack_path(pack.sha256);
+        struct stat st;
+        REQUIRE_MESSAGE(::lstat(path.c_str(), &st) == 0, path);
+        CHECK(S_ISREG(st.st_mode));
+        CHECK((st.st_mode & 07777) == 0444);
+        std::string bytes = test::read_file(path);
+        CHECK(bytes.size() == pack.size);
+        CHECK(sha256_hex(bytes) == pack.sha256);
+        std::string joined;
+        for (const PackedObject& o : pack.objects) {
+            std::string object = test::read_file(pub + "/" + layout::object_path(o.sha256));
+            CHECK(object.size() == o.size);
+            joined += object;
+            times_packed[o.sha256]++;
+        }
+        CHECK(bytes == joined);
+    }
+    for (const Entry& e : m->entries) {
+        if (e.type != EntryType::file) continue;
+        CHECK_MESSAGE(times_packed[e.sha256] == (e.size <= kPackMaxObjectSize ? 1 : 0), e.path);
+    }
+}
+
+// Fails every write into a pack's temporary (objects/tmp/p...) with ENOSPC: the disk fills up
+// while packs are written, after the objects were stored.
+class FullWhilePacking : public FileSystem {
+public:
+    ssize_t write(int fd, const void* buf, size_t count) override {
+        char target[4096];
+        std::string link = "/proc/self/fd/" + std::to_string(fd);
+        ssize_t n = ::readlink(link.c_str(), target, sizeof target);
+        if (n > 0 && std::string_view(target, static_cast<std::size_t>(n)).find("/objects/tmp/p") != std::string_view::npos) {
+            errno = ENOSPC;
+            return -1;
+        }
+        return FileSystem::write(fd, buf, count);
+    }
+};
+
+}  // namespace
+
+TEST_SUITE("Publication packs") {
+    TEST_CASE("a first sign packs each small object once, in path order, and no larger one") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        test::write_file(src / "empty", "");
+        test::write_file(src / "at-limit", std::string(kPackMaxObjectSize, 'l'));
+        test::write_file(src / "large", std::string(kPackMaxObjectSize + 1, 'L'));
+        auto r = publish(src.path(), pub.path(), options(), fake_sign);
+        REQUIRE_MESSAGE(r.is_ok(), r.status().message());
+        PackIndex index = index_of(pub.path(), 1);
+        REQUIRE(index.packs.size() == 1);
+        // copy.html and index.html hold the same content: packed at its first path.
+        CHECK(digests_in(index.packs[0]) ==
+              std::vector<std::string>{sha256_hex(std::string(kPackMaxObjectSize, 'l')),
+                                       sha256_hex("#!/bin/sh\necho tool\n"), sha256_hex("<h1>hi</h1>"), sha256_hex("")});
+        CHECK(r->stats.packs_written == 1);
+        CHECK(r->stats.bytes_packed == kPackMaxObjectSize + 20 + 11);
+        check_index(pub.path(), 1);
+        CHECK(test::run({"find", pub / "objects/tmp", "-mindepth", "1"}).out.empty());
+    }
+
+    TEST_CASE("re-signing an unchanged tree writes no pack and lists the same, the quick way and the whole way") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        std::string first = test::read_file(pub / "releases/1/packs");
+        std::string on_disk = packs_on_disk(pub.path());
+        auto quick = publish(src.path(), pub.path(), options(1700000100), fake_sign);
+        REQUIRE(quick.is_ok());
+        CHECK(quick->stats.reused_entries);
+        CHECK(quick->stats.packs_written == 0);
+        CHECK(test::read_file(pub / "releases/2/packs") == first);
+        PublishOptions o = options(1700000200);
+        o.rehash = true;
+        auto whole = publish(src.path(), pub.path(), o, fake_sign);
+        REQUIRE(whole.is_ok());
+        CHECK_FALSE(whole->stats.reused_entries);
+        CHECK(whole->stats.packs_written == 0);
+        CHECK(test::read_file(pub / "releases/3/packs") == first);
+        CHECK(packs_on_disk(pub.path()) == on_disk);
+    }
+
+    TEST_CASE("a new small file gets a pack of its own, the old pack stays listed") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        PackIndex one = index_of(pub.path(), 1);
+        REQUIRE(one.packs.size() == 1);
+        test::write_file(src / "new.txt", "new content");
+        auto r = publish(src.path(), pub.path(), options(1700000100), fake_sign);
+        REQUIRE(r.is_ok());
+        CHECK(r->stats.packs_written == 1);
+        CHECK(r->stats.bytes_packed == 11);
+        PackIndex two = index_of(pub.path(), 2);
+        REQUIRE(two.packs.size() == 2);
+        CHECK(listed(two.packs[0]) == listed(one.packs[0]));
+        CHECK(digests_in(two.packs[1]) == std::vector<std::string>{sha256_hex("new content")});
+        check_index(pub.path(), 2);
+    }
+
+    TEST_CASE("a release that uses no object of an old pack does not list it") {
+        test::TempDir src, pub;
+        test::write_file(src / "a", "alpha");
+        test::write_file(src / "b", "beta");
+        REQUIRE(publish(src.path(), pub.path(), options(1700000001), fake_sign).is_ok());
+        test::write_file(src / "c", "gamma");
+        REQUIRE(publish(src.path(), pub.path(), options(1700000002), fake_sign).is_ok());
+        PackIndex two = index_of(pub.path(), 2);
+        REQUIRE(two.packs.size() == 2);
+        // c goes: its pack goes from the index (not from packs/: that is gc's job).
+        REQUIRE(::unlink((src / "c").c_str()) == 0);
+        auto three = publish(src.path(), pub.path(), options(1700000003), fake_sign);
+        REQUIRE(three.is_ok());
+        CHECK(three->stats.packs_written == 0);
+        PackIndex index3 = index_of(pub.path(), 3);
+        REQUIRE(index3.packs.size() == 1);
+        CHECK(listed(index3.packs[0]) == listed(two.packs[0]));
+        CHECK(test::exists(pub / layout::pack_path(two.packs[1].sha256)));
+        // a and b change: the first pack has nothing left for the release either.
+        test::write_file(src / "a", "alpha 2");
+        test::write_file(src / "b", "beta 2");
+        REQUIRE(publish(src.path(), pub.path(), options(1700000004), fake_sign).is_ok());
+        PackIndex four = index_of(pub.path(), 4);
+        REQUIRE(four.packs.size() == 1);
+        CHECK(digests_in(four.packs[0]) == std::vector<std::string>{sha256_hex("alpha 2"), sha256_hex("beta 2")});
+        check_index(pub.path(), 4);
+    }
+
+    TEST_CASE("a pack gone from packs/, of another size, or a symlink gets its objects packed again") {
+        test::TempDir src, pub, outside;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        std::string first = test::read_file(pub / "releases/1/packs");
+        PackIndex one = index_of(pub.path(), 1);
+        REQUIRE(one.packs.size() == 1);
+        std::string pack = pub / layout::pack_path(one.packs[0].sha256);
+        std::string bytes = test::read_file(pack);
+        test::write_file(outside / "same-size", std::string(bytes.size(), 'x'));
+        std::vector<std::pair<std::string, std::function<void()>>> damages = {
+            {"removed", [] {}},
+            {"truncated", [&] { test::write_file(pack, bytes.substr(1)); }},
+            {"a symlink to a file of its size", [&] { REQUIRE(::symlink((outside / "same-size").c_str(), pack.c_str()) == 0); }},
+        };
+        std::uint64_t serial = 1;
+        for (auto& [what, damage] : damages) {
+            CAPTURE(what);
+            REQUIRE(::unlink(pack.c_str()) == 0);
+            damage();
+            // The tree is unchanged: the quick way finds the pack unusable and takes the whole way.
+            auto r = publish(src.path(), pub.path(), options(1700000000 + static_cast<std::int64_t>(++serial)), fake_sign);
+            REQUIRE_MESSAGE(r.is_ok(), r.status().message());
+            CHECK_FALSE(r->stats.reused_entries);
+            CHECK(r->stats.packs_written == 1);
+            // The same objects in the same order: the same pack, under the same name.
+            CHECK(test::read_file(pub / layout::pack_index_path(serial)) == first);
+            check_index(pub.path(), serial);
+        }
+        CHECK(test::read_file(outside / "same-size") == std::string(bytes.size(), 'x'));
+    }
+
+    TEST_CASE("a previous index that does not parse counts as none: everything small is packed again") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        test::write_file(pub / "releases/1/packs", "ssync-packs 1\npack 12\n");
+        test::write_file(src / "new.txt", "new content");
+        auto r = publish(src.path(), pub.path(), options(1700000100), fake_sign);
+        REQUIRE_MESSAGE(r.is_ok(), r.status().message());
+        CHECK(r->stats.packs_written == 1);
+        PackIndex two = index_of(pub.path(), 2);
+        REQUIRE(two.packs.size() == 1);
+        CHECK(two.packs[0].objects.size() == 3);
+        check_index(pub.path(), 2);
+    }
+
+    TEST_CASE("--no-packs writes no index, and a later sign with packs writes them though the tree is unchanged") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        PublishOptions o = options();
+        o.packs = false;
+        auto none = publish(src.path(), pub.path(), o, fake_sign);
+        REQUIRE(none.is_ok());
+        CHECK(none->stats.packs_written == 0);
+        CHECK_FALSE(test::exists(pub / "releases/1/packs"));
+        CHECK_FALSE(test::exists(pub / "packs"));
+        auto packed = publish(src.path(), pub.path(), options(1700000100), fake_sign);
+        REQUIRE(packed.is_ok());
+        CHECK_FALSE(packed->stats.reused_entries);
+        CHECK(packed->stats.packs_written == 1);
+        check_index(pub.path(), 2);
+        o = options(1700000200);
+        o.packs = false;
+        auto quick = publish(src.path(), pub.path(), o, fake_sign);
+        REQUIRE(quick.is_ok());
+        CHECK(quick->stats.reused_entries);
+        CHECK_FALSE(test::exists(pub / "releases/3/packs"));
+    }
+
+    TEST_CASE("a full disk while writing packs leaves the current release as it was") {
+        test::TempDir src, pub;
+        make_source(src.path());
+        REQUIRE(publish(src.path(), pub.path(), options(), fake_sign).is_ok());
+        test::write_file(src / "new.txt", "new content");
+        FullWhilePacking fs;
+        PublishOptions o = options(1700000100);
+        o.fs = &fs;
+        auto r = publish(src.path(), pub.path(), o, fake_sign);
+        REQUIRE_FALSE(r.is_ok());
+        CHECK(r.status().code() == Code::io);
+        CHECK_MESSAGE(r.status().message().rfind(pub / "objects/tmp/p", 0) == 0, r.status().message());
+        CHECK(r.status().message().find("No space left on device") != std::string::npos);
+        CHECK(test::read_file(pub / "latest") == "1\n");
+        CHECK_FALSE(test::exists(pub / "releases/2"));
+        CHECK(test::run({"find", pub / "objects/tmp", "-mindepth", "1"}).out.empty());
+        auto again = publish(src.path(), pub.path(), options(1700000200), fake_sign);
+        REQUIRE_MESSAGE(again.is_ok(), again.status().message());
+        check_index(pub.path(), again->header.serial);
     }
 }
 

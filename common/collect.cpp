@@ -8,6 +8,7 @@
 #include <unordered_set>
 
 #include "ssync/manifest.h"
+#include "ssync/pack_writer.h"
 #include "ssync/publication.h"
 
 namespace ssync {
@@ -37,9 +38,10 @@ Result<UniqueFd> open_subdir(int dirfd, const std::string& name, const std::stri
     return errno_status(quote_path(display), e);
 }
 
-// The digests one kept release lists; its manifest must parse and carry its serial.
+// The digests one kept release lists, and the packs its index lists; its manifest must parse
+// and carry its serial, and its index (none is fine: it lists no pack) must parse.
 Status add_release_digests(const std::string& publication, int releases_fd, std::uint64_t serial,
-                           std::unordered_set<std::string>& digests) {
+                           std::unordered_set<std::string>& digests, std::unordered_set<std::string>& packs) {
     std::string dir = std::to_string(serial);
     std::string dir_display = join_path(publication, layout::release_dir(serial));
     std::string display = join_path(dir_display, layout::kManifest);
@@ -54,6 +56,11 @@ Status add_release_digests(const std::string& publication, int releases_fd, std:
     }
     for (const Entry& e : manifest->entries)
         if (e.type == EntryType::file) digests.insert(e.sha256);
+    SSYNC_ASSIGN_OR_RETURN(std::optional<PackIndex> index,
+                           read_pack_index(release_fd.get(), join_path(dir_display, layout::kPackIndex)));
+    if (index) {
+        for (const Pack& pack : index->packs) packs.insert(pack.sha256 + ".pack");
+    }
     return Status::ok();
 }
 
@@ -109,13 +116,13 @@ Result<CollectResult> collect_garbage(const std::string& publication, const Coll
 
     // Everything that must survive is known before anything is removed: a kept manifest that
     // cannot be read stops the run with the publication untouched.
-    std::unordered_set<std::string> wanted;
+    std::unordered_set<std::string> wanted, wanted_packs;
     for (std::uint64_t s : result.kept) {
-        SSYNC_RETURN_IF_ERROR(add_release_digests(publication, releases_fd.get(), s, wanted));
+        SSYNC_RETURN_IF_ERROR(add_release_digests(publication, releases_fd.get(), s, wanted, wanted_packs));
     }
 
-    // Releases first, then objects: a run cut short leaves only unreferenced objects, which
-    // the next run removes.
+    // Releases first, then objects and packs: a run cut short leaves only unreferenced ones,
+    // which the next run removes.
     if (!options.dry_run) {
         for (std::uint64_t s : result.removed_releases) {
             std::string name = std::to_string(s);
@@ -157,6 +164,33 @@ Result<CollectResult> collect_garbage(const std::string& publication, const Coll
             ++result.objects_removed;
             result.bytes_removed += static_cast<std::uint64_t>(st.st_size);
         }
+    }
+
+    // A publication signed only with --no-packs (or before packs) has no packs/.
+    const std::string packs_display = join_path(publication, layout::kPacks);
+    Result<UniqueFd> packs_fd = open_subdir(pub_fd.get(), layout::kPacks, packs_display);
+    if (!packs_fd) {
+        if (packs_fd.status().os_error() == ENOENT) return result;
+        return packs_fd.status();
+    }
+    SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> packs, list_dir(packs_fd->get(), packs_display));
+    constexpr std::string_view kSuffix = ".pack";
+    for (const DirChild& p : packs) {
+        std::string_view name = p.name;
+        if (name.size() != 64 + kSuffix.size() || name.substr(64) != kSuffix || !is_lower_hex(name.substr(0, 64))) {
+            continue;
+        }
+        if (wanted_packs.count(p.name)) {
+            ++result.packs_kept;
+            continue;
+        }
+        std::string display = join_path(packs_display, p.name);
+        struct stat st;
+        if (::fstatat(packs_fd->get(), p.name.c_str(), &st, AT_SYMLINK_NOFOLLOW) != 0) return errno_status(display);
+        if (!S_ISREG(st.st_mode)) continue;
+        if (!options.dry_run && fs.unlinkat(packs_fd->get(), p.name.c_str(), 0) != 0) return errno_status(display);
+        ++result.packs_removed;
+        result.pack_bytes_removed += static_cast<std::uint64_t>(st.st_size);
     }
     return result;
 }

@@ -55,16 +55,20 @@ int run_gc(const cli::Args& args) {
             {"objects_removed", r.objects_removed},
             {"bytes_removed", r.bytes_removed},
             {"temporaries_removed", r.temporaries_removed},
+            {"packs_kept", r.packs_kept},
+            {"packs_removed", r.packs_removed},
+            {"pack_bytes_removed", r.pack_bytes_removed},
         };
         std::printf("%s\n", j.dump(2).c_str());
     } else if (!args.has("quiet") && stderr_is_terminal()) {
         // At a terminal a line; in cron silence on success (as sign and `ssync-verifier sync`).
         std::string removed = count_of(r.removed_releases.size(), "release");
         if (!r.removed_releases.empty()) removed += " (" + serial_list(r.removed_releases) + ")";
-        std::printf("%s %s and %s (%s); kept %s %s (%s)\n", options.dry_run ? "would remove" : "removed",
+        std::printf("%s %s, %s (%s) and %s (%s); kept %s %s (%s, %s)\n", options.dry_run ? "would remove" : "removed",
                     removed.c_str(), count_of(r.objects_removed, "object").c_str(), human_bytes(r.bytes_removed).c_str(),
+                    count_of(r.packs_removed, "pack").c_str(), human_bytes(r.pack_bytes_removed).c_str(),
                     r.kept.size() == 1 ? "release" : "releases", serial_list(r.kept).c_str(),
-                    count_of(r.objects_kept, "object").c_str());
+                    count_of(r.objects_kept, "object").c_str(), count_of(r.packs_kept, "pack").c_str());
     }
     return 0;
 }
@@ -77,10 +81,11 @@ cli::Command gc_command() {
         "remove old releases and the content only they used",
         "--out PUB [--keep N] [OPTIONS]",
         "Keeps the current release (PUB/latest) and the N-1 before it, and removes the other\n"
-        "PUB/releases/ directories and every object no kept release lists. Takes the same lock\n"
-        "as sign. Mirrors only ever fetch the current release; keeping two lets a mirror that\n"
-        "read `latest` just before a new release finish its run. Silent on success unless run\n"
-        "at a terminal. See docs/publication.md.",
+        "PUB/releases/ directories, every object no kept release lists and every pack no kept\n"
+        "release's pack index lists. Takes the same lock as sign. Mirrors only ever fetch the\n"
+        "current release; keeping two lets a mirror that read `latest` just before a new\n"
+        "release finish its run. Silent on success unless run at a terminal. See\n"
+        "docs/publication.md.",
         {
             {"out", "PUB", "the publication directory"},
             {"keep", "N", "releases to keep, the current one included (default 2)"},

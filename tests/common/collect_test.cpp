@@ -9,6 +9,7 @@
 #include "fault_fs.h"
 #include "ssync/hash.h"
 #include "ssync/manifest.h"
+#include "ssync/packs.h"
 #include "ssync/publication.h"
 #include "testutil.h"
 
@@ -34,6 +35,15 @@ struct History {
             REQUIRE(publish(src.path(), pub.path(), o, fake_sign).is_ok());
         }
     }
+    // The packs release `serial` lists.
+    std::vector<std::string> packs_of(std::uint64_t serial) const {
+        auto index = parse_pack_index(test::read_file(pub / layout::pack_index_path(serial)), "index");
+        REQUIRE(index.is_ok());
+        std::vector<std::string> names;
+        for (const Pack& p : index->packs) names.push_back(p.sha256);
+        return names;
+    }
+    bool has_pack(const std::string& sha256) const { return test::exists(pub / layout::pack_path(sha256)); }
     bool has_object(const std::string& content) const {
         return test::exists(pub / layout::object_path(sha256_hex(content)));
     }
@@ -94,6 +104,81 @@ TEST_SUITE("Collect") {
         REQUIRE(next.is_ok());
         CHECK(next->stats.objects_stored == 1);
         h.current_is_whole();
+    }
+
+    // Each release packs its new v and only-N; the first pack holds "shared" too, so every
+    // release lists it.
+    TEST_CASE("keeps the packs a kept release lists, removes the others, and names it does not write stay") {
+        History h(4);
+        std::vector<std::string> listed1 = h.packs_of(1), listed2 = h.packs_of(2);
+        std::vector<std::string> listed3 = h.packs_of(3), listed4 = h.packs_of(4);
+        REQUIRE(listed1.size() == 1);
+        REQUIRE(listed2 == std::vector<std::string>{listed1[0], listed2[1]});
+        REQUIRE(listed3 == std::vector<std::string>{listed1[0], listed3[1]});
+        REQUIRE(listed4 == std::vector<std::string>{listed1[0], listed4[1]});
+        std::uint64_t pack2_size = test::read_file(h.pub / layout::pack_path(listed2[1])).size();
+        // Names sign does not write in packs/, and a pack's name held by a symlink.
+        test::write_file(h.pub / "packs/README", "not a pack");
+        test::write_file(h.pub / ("packs/" + std::string(64, 'a') + ".pack.old"), "not a pack name");
+        std::string linked = std::string(64, 'b') + ".pack";
+        REQUIRE(::symlink("/etc/passwd", (h.pub / ("packs/" + linked)).c_str()) == 0);
+        CollectOptions o;
+        o.keep = 2;
+        o.dry_run = true;
+        std::string before = test::run({"find", h.pub.path(), "-printf", "%P %s\\n"}).out;
+        auto dry = collect_garbage(h.pub.path(), o);
+        REQUIRE(dry.is_ok());
+        CHECK(dry->packs_removed == 1);
+        CHECK(dry->pack_bytes_removed == pack2_size);
+        CHECK(test::run({"find", h.pub.path(), "-printf", "%P %s\\n"}).out == before);
+        o.dry_run = false;
+        auto r = collect_garbage(h.pub.path(), o);
+        REQUIRE(r.is_ok());
+        CHECK(r->packs_kept == 3);
+        CHECK(r->packs_removed == 1);
+        CHECK(r->pack_bytes_removed == pack2_size);
+        CHECK(h.has_pack(listed1[0]));
+        CHECK_FALSE(h.has_pack(listed2[1]));
+        CHECK(h.has_pack(listed3[1]));
+        CHECK(h.has_pack(listed4[1]));
+        CHECK(test::exists(h.pub / "packs/README"));
+        CHECK(test::exists(h.pub / ("packs/" + std::string(64, 'a') + ".pack.old")));
+        CHECK(test::exists(h.pub / ("packs/" + linked)));
+        // keep=1: the pack only release 3 listed goes; the one all list stays.
+        o.keep = 1;
+        auto one = collect_garbage(h.pub.path(), o);
+        REQUIRE(one.is_ok());
+        CHECK(one->packs_removed == 1);
+        CHECK_FALSE(h.has_pack(listed3[1]));
+        CHECK(h.has_pack(listed1[0]));
+        CHECK(h.has_pack(listed4[1]));
+    }
+
+    TEST_CASE("a kept release without a pack index is fine, a pack temporary goes, a symlink at packs/ is refused") {
+        History h(2);
+        // Release 2 as --no-packs makes it: no index, so it holds no pack.
+        std::vector<std::string> listed1 = h.packs_of(1), listed2 = h.packs_of(2);
+        REQUIRE(::unlink((h.pub / layout::pack_index_path(2)).c_str()) == 0);
+        test::write_file(h.pub / "objects/tmp/p123-0", "half a pack");
+        CollectOptions o;
+        o.keep = 2;
+        auto r = collect_garbage(h.pub.path(), o);
+        REQUIRE_MESSAGE(r.is_ok(), r.status().message());
+        CHECK(r->temporaries_removed == 1);
+        CHECK_FALSE(test::exists(h.pub / "objects/tmp/p123-0"));
+        CHECK(r->packs_kept == 1);
+        CHECK(h.has_pack(listed1[0]));
+        CHECK_FALSE(h.has_pack(listed2[1]));
+
+        test::TempDir outside;
+        REQUIRE(::rename((h.pub / "packs").c_str(), (outside / "packs").c_str()) == 0);
+        REQUIRE(::symlink((outside / "packs").c_str(), (h.pub / "packs").c_str()) == 0);
+        o.keep = 1;
+        auto refused = collect_garbage(h.pub.path(), o);
+        REQUIRE_FALSE(refused.is_ok());
+        CHECK(refused.status().code() == Code::io);
+        CHECK(refused.status().message() == h.pub / "packs: not a directory (a symlink or file is in the way)");
+        CHECK(h.has_pack(listed1[0]));
     }
 
     TEST_CASE("a dry run reports the same and removes nothing") {
@@ -164,6 +249,23 @@ TEST_SUITE("Collect") {
             auto r = collect_garbage(h.pub.path(), o);
             REQUIRE_FALSE(r.is_ok());
             CHECK(r.status().message().find(h.pub / "releases/3/manifest.json") == 0);
+        }
+        SUBCASE("a pack index that does not parse") {
+            test::write_file(h.pub / "releases/2/packs", "ssync-packs 1\npack\n");
+            before = test::run({"find", h.pub.path(), "-printf", "%P %s\\n"}).out;
+            auto r = collect_garbage(h.pub.path(), o);
+            REQUIRE_FALSE(r.is_ok());
+            CHECK(r.status().code() == Code::bad_manifest);
+            CHECK(r.status().message().find(h.pub / "releases/2/packs: line 2: ") == 0);
+        }
+        SUBCASE("a pack index that cannot be read") {
+            REQUIRE(::unlink((h.pub / "releases/3/packs").c_str()) == 0);
+            REQUIRE(::symlink("/etc/passwd", (h.pub / "releases/3/packs").c_str()) == 0);
+            before = test::run({"find", h.pub.path(), "-printf", "%P %s\\n"}).out;
+            auto r = collect_garbage(h.pub.path(), o);
+            REQUIRE_FALSE(r.is_ok());
+            CHECK(r.status().code() == Code::io);
+            CHECK(r.status().message().find(h.pub / "releases/3/packs: ") == 0);
         }
         CHECK(test::run({"find", h.pub.path(), "-printf", "%P %s\\n"}).out == before);
     }

@@ -370,8 +370,8 @@ Result<Plan> Installer::plan(const Manifest& manifest) {
 }
 
 Status Installer::stage(const Plan& plan, Transport& transport, ContentLayout layout,
-                        const DownloadOptions& download_options, double* flush_seconds) {
-    Status s = fill_staging(plan, transport, layout, download_options, flush_seconds);
+                        const DownloadOptions& download_options, const PackIndex* packs, StageReport* report) {
+    Status s = fill_staging(plan, transport, layout, download_options, packs, report);
     if (!disk_full(s)) return s;
     // Kept, the staged part of the release would go on holding the space it needs whole, on a
     // file system that services and logs often share; the next run fetches it again.
@@ -383,7 +383,8 @@ Status Installer::stage(const Plan& plan, Transport& transport, ContentLayout la
 }
 
 Status Installer::fill_staging(const Plan& plan, Transport& transport, ContentLayout layout,
-                               const DownloadOptions& download_options, double* flush_seconds) {
+                               const DownloadOptions& download_options, const PackIndex* packs,
+                               StageReport* report) {
     SSYNC_ASSIGN_OR_RETURN(StagedObjects objects, open_staged_objects(*fs_, staging_.get(), staging_display()));
 
     // Half-prepared entries of an interrupted run go; its verified content may stay.
@@ -482,6 +483,10 @@ Status Installer::fill_staging(const Plan& plan, Transport& transport, ContentLa
         d.display = objects.display_of(e->sha256);
         batch.push_back(std::move(d));
     }
+    if (packs && !batch.empty()) {
+        SSYNC_ASSIGN_OR_RETURN(batch, fetch_from_packs(transport, *packs, std::move(batch), options,
+                                                       report ? &report->packs : nullptr));
+    }
     if (!batch.empty()) SSYNC_RETURN_IF_ERROR(transport.download_all(batch, options));
     // Staged content must be durable before any of it is renamed into DEST. An early writeback
     // may still be running: this syncfs waits for its writes as well, in parallel rather than
@@ -489,8 +494,8 @@ Status Installer::fill_staging(const Plan& plan, Transport& transport, ContentLa
     auto flush_start = std::chrono::steady_clock::now();
     if (::syncfs(objects.root()) != 0) return errno_status(objects.display() + ": syncfs");
     SSYNC_RETURN_IF_ERROR(writeback.finish());
-    if (flush_seconds) {
-        *flush_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - flush_start).count();
+    if (report) {
+        report->flush_seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - flush_start).count();
     }
     return Status::ok();
 }

@@ -89,6 +89,7 @@ int run_sync(const cli::Args& args) {
         print_json({{"ok", true}, {"name", r.name}, {"serial", r.serial}, {"previous_serial", r.previous_serial},
                     {"noop", r.noop}, {"added", r.added}, {"changed", r.changed}, {"removed", r.removed},
                     {"files_fetched", r.files_fetched}, {"bytes_fetched", r.bytes_fetched},
+                    {"packs_fetched", r.packs_fetched},
                     {"files_copied_locally", r.files_copied_locally}, {"files_hashed", r.files_hashed},
                     {"seconds", r.seconds},
                     {"phases",

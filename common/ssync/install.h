@@ -17,6 +17,7 @@
 
 #include "ssync/fs.h"
 #include "ssync/manifest.h"
+#include "ssync/pack_fetch.h"
 #include "ssync/scan.h"
 #include "ssync/status.h"
 #include "ssync/transport.h"
@@ -58,6 +59,11 @@ struct InstallOptions {
 
 class StagedObjects;  // staging's content by digest (install.cpp)
 
+struct StageReport {
+    double flush_seconds = 0;  // the final syncfs
+    PackFetchStats packs;
+};
+
 class Installer {
 public:
     // Opens DEST (creating it if missing) and DEST/.ssync. The caller holds the lock. A DEST
@@ -69,15 +75,17 @@ public:
     Result<Plan> plan(const Manifest& manifest);
 
     // Brings every content the plan needs into staging (local copies, then downloads through
-    // `transport`), each verified by SHA-256, and makes it durable (syncfs); nothing in DEST
-    // changes. Reuses verified content left in staging by an interrupted run. `flush_seconds`,
-    // when set, receives the time the final flush took. download_options.fs and on_verified are
-    // the installer's own (its FileSystem; metadata and writeback of each verified download).
-    // When DEST's file system runs full (ENOSPC, EDQUOT), everything staged is removed again,
-    // the error says so, and staging_kept() turns false; after any other failure, verified
-    // content stays for the next run.
+    // `transport`: out of the packs of `packs` where that saves requests, see fetch_from_packs,
+    // the rest one by one), each verified by SHA-256, and makes it durable (syncfs); nothing in
+    // DEST changes. Reuses verified content left in staging by an interrupted run. `report`,
+    // when set, receives the time the final flush took and what packs delivered.
+    // download_options.fs and on_verified are the installer's own (its FileSystem; metadata and
+    // writeback of each verified download). When DEST's file system runs full (ENOSPC,
+    // EDQUOT), everything staged is removed again, the error says so, and staging_kept() turns
+    // false; after any other failure, verified content stays for the next run.
     Status stage(const Plan& plan, Transport& transport, ContentLayout layout,
-                 const DownloadOptions& download_options, double* flush_seconds = nullptr);
+                 const DownloadOptions& download_options, const PackIndex* packs = nullptr,
+                 StageReport* report = nullptr);
     bool staging_kept() const { return staging_kept_; }
 
     // Switches the staged release in: directories, files and symlinks renamed into place,
@@ -126,7 +134,7 @@ private:
     std::string staging_display() const;  // DEST/.ssync/staging, as messages name it
     // stage() up to its error handling.
     Status fill_staging(const Plan& plan, Transport& transport, ContentLayout layout,
-                        const DownloadOptions& download_options, double* flush_seconds);
+                        const DownloadOptions& download_options, const PackIndex* packs, StageReport* report);
     std::string stamp_with_policy(const std::vector<ScannedEntry>& actual) const;
     // Prepares the new version of file `e` for the rename that switches it in: the staged
     // content itself on its last use (`uses` counts them down), else a copy in staging named

@@ -37,7 +37,10 @@ struct SyncReport {
     std::uint64_t previous_serial = 0;  // 0: none recorded
     bool noop = false;
     std::uint64_t added = 0, changed = 0, removed = 0;
-    std::uint64_t files_fetched = 0, bytes_fetched = 0;  // content, plus manifest and signature bytes
+    // Content, plus manifest, signature and pack index bytes; files_fetched counts the files
+    // cut from packs too, bytes_fetched all of each pack fetched.
+    std::uint64_t files_fetched = 0, bytes_fetched = 0;
+    std::uint64_t packs_fetched = 0;  // packs the content was cut from (ssync/packs.h)
     std::uint64_t files_copied_locally = 0;
     std::uint64_t files_hashed = 0;  // DEST files read while planning: the stat cache could not vouch
     double seconds = 0;

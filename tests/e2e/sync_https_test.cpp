@@ -18,6 +18,8 @@
 #include "e2e.h"
 #include "servers.h"
 #include "ssync/hash.h"
+#include "ssync/packs.h"
+#include "ssync/publication.h"
 #include "tree_snapshot.h"
 
 namespace ssync::test {
@@ -154,7 +156,7 @@ TEST_SUITE("e2e sync https") {
 
     TEST_CASE("a tampered object, then a missing one, fail cleanly, the healthy server then succeeds") {
         HttpsMirror m;
-        REQUIRE(m.sign().exit_status == 0);
+        REQUIRE(m.sign({"--no-packs"}).exit_status == 0);  // every object fetched by itself
         NginxServer nginx(m.pub);
         std::string object = object_of_entry(m.pub, "docs/guide.txt");
         std::string good = read_file(object);
@@ -191,25 +193,140 @@ TEST_SUITE("e2e sync https") {
     }
 
     TEST_CASE("the server killed mid-transfer: a clear error, DEST untouched, and the re-run succeeds") {
-        HttpsMirror m;
-        for (int i = 0; i < 400; ++i) write_file(m.src + "/bulk/f" + std::to_string(i), std::string(20000, 'a' + i % 26) + std::to_string(i));
-        REQUIRE(m.sign().exit_status == 0);
-        NginxServer nginx(m.pub, "limit_rate 2m;");
-        std::vector<std::string> argv = {SSYNC_VERIFIER_BIN, "sync", "--from", nginx.https_url(), "--to", m.dest,
-                                         "--keyring", m.keyring, "--state", m.state, "--ca-file", nginx.ca_file(),
-                                         "--no-owner", "--timeout", "3"};
-        pid_t pid = spawn(argv);
-        auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
-        while (count(nginx.access_log(), "/objects/") < 20 && std::chrono::steady_clock::now() < deadline) {
-            std::this_thread::sleep_for(std::chrono::milliseconds(20));
+        // Objects fetched one by one, and the same cut short in the middle of a pack.
+        for (bool packs : {false, true}) {
+            CAPTURE(packs);
+            HttpsMirror m;
+            for (int i = 0; i < 400; ++i) write_file(m.src + "/bulk/f" + std::to_string(i), std::string(20000, 'a' + i % 26) + std::to_string(i));
+            REQUIRE(m.sign(packs ? std::vector<std::string>{} : std::vector<std::string>{"--no-packs"}).exit_status == 0);
+            NginxServer nginx(m.pub, "limit_rate 2m;");
+            std::vector<std::string> argv = {SSYNC_VERIFIER_BIN, "sync", "--from", nginx.https_url(), "--to", m.dest,
+                                             "--keyring", m.keyring, "--state", m.state, "--ca-file", nginx.ca_file(),
+                                             "--no-owner", "--timeout", "3"};
+            pid_t pid = spawn(argv);
+            // 20 files verified in staging: the transfer is under way (2 MB/s: 4 s for all).
+            auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(30);
+            auto staged = [&] {
+                return std::stoi(run({"sh", "-c", "find \"$1\" -type f 2>/dev/null | wc -l", "sh", m.dest + "/.ssync/staging"}).out);
+            };
+            while (staged() < 20 && std::chrono::steady_clock::now() < deadline) {
+                std::this_thread::sleep_for(std::chrono::milliseconds(20));
+            }
+            nginx.stop();
+            CHECK(wait_exit(pid) == 6);
+            CHECK(snapshot(m.dest).empty());
+            CHECK(verified_staging_files(m.dest) < 400);
+            nginx.start();
+            auto ok = m.sync(nginx.https_url(), {"--ca-file", nginx.ca_file()});
+            CHECK_MESSAGE(ok.exit_status == 0, ok.err);
+            CHECK(snapshot(m.dest) == snapshot(m.src));
         }
-        nginx.stop();
-        CHECK(wait_exit(pid) == 6);
-        CHECK(snapshot(m.dest).empty());
-        CHECK(verified_staging_files(m.dest) < 400);
-        nginx.start();
-        auto ok = m.sync(nginx.https_url(), {"--ca-file", nginx.ca_file()});
-        CHECK_MESSAGE(ok.exit_status == 0, ok.err);
+    }
+
+    TEST_CASE("a first sync cuts small files out of packs, and a damaged pack or index costs only requests") {
+        HttpsMirror m;
+        for (int i = 0; i < 50; ++i) write_file(m.src + "/many/f" + std::to_string(i), pseudo_random_bytes(3000 + i, i));
+        REQUIRE(m.sign().exit_status == 0);
+        auto index = parse_pack_index(read_file(m.pub + "/" + layout::pack_index_path(1)), "index");
+        REQUIRE(index.is_ok());
+        REQUIRE(index->packs.size() == 1);
+        std::string pack = m.pub + "/" + layout::pack_path(index->packs[0].sha256);
+        std::uint64_t files = 0;
+        auto manifest = nlohmann::json::parse(read_file(m.pub + "/manifest.json"));
+        for (const auto& e : manifest["entries"]) files += e["type"] == "file";
+        NginxServer nginx(m.pub);
+        auto sync_fresh = [&](const std::string& url) {
+            run({"rm", "-rf", m.dest, m.state});
+            return m.sync(url, {"--ca-file", nginx.ca_file()});
+        };
+
+        SUBCASE("healthy: one request for all the small files, one for the large one") {
+            std::string before = nginx.access_log();
+            auto r = sync_fresh(nginx.https_url());
+            REQUIRE_MESSAGE(r.exit_status == 0, r.err);
+            auto j = nlohmann::json::parse(r.out);
+            CHECK(j["packs_fetched"] == 1);
+            CHECK(j["files_fetched"] == files);
+            std::this_thread::sleep_for(std::chrono::milliseconds(300));  // nginx logs after replying
+            std::string during = nginx.access_log().substr(before.size());
+            CHECK(count(during, "/objects/") == 1);  // big.bin, too large for a pack
+            CHECK(count(during, "/packs/") == 1);
+            CHECK(snapshot(m.dest) == snapshot(m.src));
+            CHECK(m.audit(m.dest).exit_status == 0);
+        }
+        SUBCASE("one byte of the pack altered: that file comes from objects/, the rest from the pack") {
+            std::string bytes = read_file(pack);
+            bytes[bytes.size() / 2] ^= 0x20;
+            ::chmod(pack.c_str(), 0644);
+            write_file(pack, bytes);
+            std::string before = nginx.access_log();
+            auto r = sync_fresh(nginx.https_url());
+            REQUIRE_MESSAGE(r.exit_status == 0, r.err);
+            std::this_thread::sleep_for(std::chrono::milliseconds(300));
+            CHECK(count(nginx.access_log().substr(before.size()), "/objects/") == 2);  // big.bin and it
+            CHECK(snapshot(m.dest) == snapshot(m.src));
+            CHECK(m.audit(m.dest).exit_status == 0);
+        }
+        SUBCASE("the pack and the object both altered: the sync fails, DEST untouched") {
+            std::string bytes = read_file(pack);
+            std::size_t at = bytes.size() / 2;
+            bytes[at] ^= 0x20;
+            ::chmod(pack.c_str(), 0644);
+            write_file(pack, bytes);
+            // The object the altered byte belongs to, by the index's sizes.
+            std::uint64_t offset = 0;
+            std::string hit;
+            for (const PackedObject& o : index->packs[0].objects) {
+                if (at < offset + o.size) {
+                    hit = o.sha256;
+                    break;
+                }
+                offset += o.size;
+            }
+            REQUIRE_FALSE(hit.empty());
+            std::string object = m.pub + "/" + layout::object_path(hit);
+            ::chmod(object.c_str(), 0644);
+            write_file(object, std::string(read_file(object).size(), 'x'));
+            auto r = sync_fresh(nginx.https_url());
+            CHECK(r.exit_status == 6);
+            CHECK(r.err.find("objects/" + hit.substr(0, 2) + "/" + hit) != std::string::npos);
+            CHECK(r.err.find("does not match") != std::string::npos);
+            CHECK(snapshot(m.dest).empty());
+        }
+        SUBCASE("a garbled index, or none: every object by itself") {
+            for (std::string text : {std::string("ssync-packs 1\npack zz 1 1\n"), std::string()}) {
+                std::string path = m.pub + "/" + layout::pack_index_path(1);
+                if (text.empty()) ::unlink(path.c_str());
+                else write_file(path, text);
+                auto r = sync_fresh(nginx.https_url());
+                REQUIRE_MESSAGE(r.exit_status == 0, r.err);
+                CHECK(nlohmann::json::parse(r.out)["packs_fetched"] == 0);
+                CHECK(snapshot(m.dest) == snapshot(m.src));
+            }
+        }
+    }
+
+    TEST_CASE("an update of a few files fetches no pack index: its bytes are the changed files and the release") {
+        HttpsMirror m;
+        for (int i = 0; i < 50; ++i) write_file(m.src + "/many/f" + std::to_string(i), pseudo_random_bytes(3000 + i, i));
+        REQUIRE(m.sign().exit_status == 0);
+        NginxServer nginx(m.pub);
+        REQUIRE(m.sync(nginx.https_url(), {"--ca-file", nginx.ca_file()}).exit_status == 0);
+        write_file(m.src + "/many/f1", "one\n");
+        write_file(m.src + "/many/f2", "two\n");
+        REQUIRE(m.sign().exit_status == 0);
+        REQUIRE(exists(m.pub + "/" + layout::pack_index_path(2)));
+        std::string before = nginx.access_log();
+        auto r = m.sync(nginx.https_url(), {"--ca-file", nginx.ca_file()});
+        REQUIRE_MESSAGE(r.exit_status == 0, r.err);
+        auto j = nlohmann::json::parse(r.out);
+        CHECK(j["packs_fetched"] == 0);
+        CHECK(j["files_fetched"] == 2);
+        std::uint64_t release_bytes = read_file(m.pub + "/releases/2/manifest.json").size() +
+                                      read_file(m.pub + "/releases/2/manifest.json.asc").size();
+        CHECK(j["bytes_fetched"] == release_bytes + 4 + 4);
+        std::this_thread::sleep_for(std::chrono::milliseconds(300));
+        CHECK(count(nginx.access_log().substr(before.size()), "/packs") == 0);
         CHECK(snapshot(m.dest) == snapshot(m.src));
     }
 

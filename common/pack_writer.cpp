@@ -123,7 +123,10 @@ Status PackWriter::write_pack(Pack& pack) {
         if (fs_.renameat2(tmp_fd_, tmp.c_str(), packs_fd_, name.c_str(), RENAME_NOREPLACE) == 0) break;
         int e = errno;
         if (e != EEXIST || attempt == 2) return fail(errno_status(final_display, e));
-        if (pack_present(packs_fd_, pack)) return fail(Status::ok());
+        if (pack_present(packs_fd_, pack)) {
+            fs_.unlinkat(tmp_fd_, tmp.c_str(), 0);
+            return Status::ok();
+        }
         if (Status removed = remove_tree(fs_, packs_fd_, name, final_display); !removed) return fail(removed);
     }
     return Status::ok();

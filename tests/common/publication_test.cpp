@@ -997,6 +997,15 @@ TEST_SUITE("Publication packs") {
         REQUIRE(quick.is_ok());
         CHECK(quick->stats.reused_entries);
         CHECK_FALSE(test::exists(pub / "releases/3/packs"));
+        // Packed again from nothing: the same bytes, so the pack already there is kept as it is.
+        std::string pack = pub / layout::pack_path(index_of(pub.path(), 2).packs.at(0).sha256);
+        ino_t before = inode(pack);
+        auto again = publish(src.path(), pub.path(), options(1700000300), fake_sign);
+        REQUIRE(again.is_ok());
+        CHECK(again->stats.packs_written == 1);
+        CHECK(test::read_file(pub / "releases/4/packs") == test::read_file(pub / "releases/2/packs"));
+        CHECK(inode(pack) == before);
+        CHECK(test::run({"find", pub / "objects/tmp", "-mindepth", "1"}).out.empty());
     }
 
     TEST_CASE("a full disk while writing packs leaves the current release as it was") {

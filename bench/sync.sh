@@ -3,7 +3,7 @@
 # rsync daemon, on the ~1 GiB bench tree: initial sync into an empty mirror, no-op sync, and an
 # update (make-tree.py --update, re-signed). Wall time, client and server CPU, bytes received
 # and peak RSS per run; every ssync mirror is audited against the signed manifest, and the two
-# mirrors are compared at the end. For information, stock curl also fetches every object of the
+# mirrors are compared at the end. For information, stock curl also makes every request of the
 # initial sync into /dev/null: the transport alone. Results: bench/sync-results.md.
 #
 # Usage: bash bench/sync.sh [--scheme https|http] [BUILD_DIR]
@@ -346,14 +346,17 @@ protocol=$(awk '{print $2}' "$RUN/s_init1.access" | sort | uniq -c | sort -rn | 
 conns=$(awk '{print $1}' "$RUN/s_init1.access" | sort -u | wc -l)
 reqs=$(wc -l <"$RUN/s_init1.access")
 
-# For information: the transport alone. Stock curl fetches every object the initial sync
-# fetched, over the same server and scheme (--parallel: 64 at once, HTTP/2 multiplexed over
-# TLS), into /dev/null: no hashing, no writing, no verification.
-python3 - "$PUB/manifest.json" "$URL" >"$RUN/curl.cfg" <<'EOF2'
-import json, sys
-digests = sorted({e["sha256"] for e in json.load(open(sys.argv[1]))["entries"] if e["type"] == "file"})
-for h in digests:
-    print('url = "%sobjects/%s/%s"\noutput = "/dev/null"' % (sys.argv[2], h[:2], h))
+# For information: the transport alone. Stock curl makes the requests the first initial sync
+# made (the release, the pack index, the packs, the objects outside them), over the same server
+# and scheme (--parallel: 64 at once, HTTP/2 multiplexed over TLS), into /dev/null: no
+# hashing, no writing, no verification.
+python3 - "$RUN/s_init1.access" "$URL" >"$RUN/curl.cfg" <<'EOF2'
+import sys
+for line in open(sys.argv[1]):
+    if line.split()[2] != "200":
+        continue  # the probe for a mirror's .ssync/latest: refused by the publication's server
+    uri = line.rsplit('"', 2)[-2].lstrip("/")
+    print('url = "%s%s"\noutput = "/dev/null"' % (sys.argv[2], uri))
 EOF2
 measure c_init ssync curl --silent --show-error --fail --parallel --parallel-max 64 --cacert "$CA" -K "$RUN/curl.cfg"
 echo "  curl alone: $c_init_wall s"
@@ -453,7 +456,7 @@ echo "- payload: ssync bytes_fetched / rsync 'Total bytes received'. wire: bytes
 echo "- peak: max RSS of the client's largest process. +sync: an untimed sync right after the step" \
      "(the writeback the step left behind; ssync flushes before it returns)."
 echo "- ssync's phases (s, median runs): initial: $s_init_phases; update: $s_upd_phases."
-echo "- initial ssync: $reqs HTTP requests over $conns $CONN_KIND, $protocol (keepalive_requests 100000, as docs/operators.md recommends)."
+echo "- initial ssync: $reqs HTTP requests ($(json s_init1.out packs_fetched) of them packs) over $conns $CONN_KIND, $protocol (keepalive_requests 100000, as docs/operators.md recommends)."
 echo "- update bound: $(mb "$BOUND") MB = $NEWC contents the old release lacks ($(mb "$NEWB") MB) + manifest, signature, latest ($(mb "$MANB") MB)."
 echo "- ssync update: $(json s_upd.out added) added, $(json s_upd.out changed) changed, $(json s_upd.out removed) removed," \
      "$(json s_upd.out files_copied_locally) copied locally (renames)."
@@ -468,7 +471,7 @@ echo "- $(le "$r" 0.5) no-op sync: ssync ${r}x rsync's time (target <= 0.5x)"
 r=$(ratio "$s_upd_bytes" "$BOUND")
 echo "- $(le "$s_upd_bytes" "$BOUND") update bytes: ssync $(mb "$s_upd_bytes") MB = ${r}x the bound (target <= 1.0x; rsync, with deltas: $(mb "$r_upd_bytes") MB)"
 echo "- info update time: ssync $(ratio "$s_upd_wall" "$r_upd_wall")x rsync's time (no target)"
-echo "- info transport alone: curl fetching the same $(grep -c '^url' "$RUN/curl.cfg") objects over $OVER into /dev/null" \
+echo "- info transport alone: curl making the same $(grep -c '^url' "$RUN/curl.cfg") requests over $OVER into /dev/null" \
      "(--parallel 64; no hashing, no writing) took ${c_init_wall} s (cpu ${c_init_cpu} s, srv ${c_init_scpu} s):" \
      "$(ratio "$c_init_wall" "$r_init_wall")x rsync's initial sync, $(ratio "$c_init_wall" "$s_init_wall")x ssync's"
 } | tee "$WORK/last-report.md"

@@ -59,7 +59,7 @@ Status add_release_digests(const std::string& publication, int releases_fd, std:
     SSYNC_ASSIGN_OR_RETURN(std::optional<PackIndex> index,
                            read_pack_index(release_fd.get(), join_path(dir_display, layout::kPackIndex)));
     if (index) {
-        for (const Pack& pack : index->packs) packs.insert(pack.sha256 + ".pack");
+        for (const Pack& pack : index->packs) packs.insert(layout::pack_file_name(pack.sha256));
     }
     return Status::ok();
 }
@@ -174,12 +174,8 @@ Result<CollectResult> collect_garbage(const std::string& publication, const Coll
         return packs_fd.status();
     }
     SSYNC_ASSIGN_OR_RETURN(std::vector<DirChild> packs, list_dir(packs_fd->get(), packs_display));
-    constexpr std::string_view kSuffix = ".pack";
     for (const DirChild& p : packs) {
-        std::string_view name = p.name;
-        if (name.size() != 64 + kSuffix.size() || name.substr(64) != kSuffix || !is_lower_hex(name.substr(0, 64))) {
-            continue;
-        }
+        if (!layout::is_pack_file_name(p.name)) continue;
         if (wanted_packs.count(p.name)) {
             ++result.packs_kept;
             continue;

@@ -22,7 +22,7 @@ Result<std::optional<PackIndex>> read_pack_index(int release_fd, const std::stri
 }
 
 bool pack_present(int packs_fd, const Pack& pack) {
-    std::string name = pack.sha256 + ".pack";
+    std::string name = layout::pack_file_name(pack.sha256);
     struct stat st;
     return ::fstatat(packs_fd, name.c_str(), &st, AT_SYMLINK_NOFOLLOW) == 0 && S_ISREG(st.st_mode) &&
            static_cast<std::uint64_t>(st.st_size) == pack.size;
@@ -114,7 +114,7 @@ Status PackWriter::write_pack(Pack& pack) {
     out.reset();
     pack.sha256 = hash.finish_hex();
 
-    std::string name = pack.sha256 + ".pack";
+    std::string name = layout::pack_file_name(pack.sha256);
     const std::string final_display = in_publication(layout::pack_path(pack.sha256));
     // As for objects: the same name is the same bytes, so a regular file of the right size
     // there is kept; anything else there (a symlink, a damaged file) is removed, unfollowed,

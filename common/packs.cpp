@@ -9,13 +9,14 @@
 namespace ssync {
 
 namespace layout {
-std::string pack_path(std::string_view pack_sha256) {
-    std::string p = kPacks;
-    p += '/';
-    p += pack_sha256;
-    p += ".pack";
-    return p;
+constexpr std::string_view kPackSuffix = ".pack";
+std::string pack_file_name(std::string_view pack_sha256) {
+    return std::string(pack_sha256) + std::string(kPackSuffix);
 }
+bool is_pack_file_name(std::string_view name) {
+    return name.size() == 64 + kPackSuffix.size() && name.substr(64) == kPackSuffix && is_lower_hex(name.substr(0, 64));
+}
+std::string pack_path(std::string_view pack_sha256) { return std::string(kPacks) + "/" + pack_file_name(pack_sha256); }
 std::string pack_index_path(std::uint64_t serial) { return release_dir(serial) + "/" + kPackIndex; }
 }  // namespace layout
 

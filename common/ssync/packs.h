@@ -32,6 +32,10 @@ namespace ssync {
 namespace layout {
 inline constexpr const char* kPacks = "packs";
 inline constexpr const char* kPackIndex = "packs";  // in releases/<serial>/
+// "<sha256>.pack": a pack's name in packs/
+std::string pack_file_name(std::string_view pack_sha256);
+// Whether `name` is one pack_file_name() makes (64 lowercase hex digits, ".pack").
+bool is_pack_file_name(std::string_view name);
 // "packs/<sha256>.pack"
 std::string pack_path(std::string_view pack_sha256);
 // "releases/42/packs"

@@ -99,6 +99,10 @@ TEST_SUITE("pack index") {
     TEST_CASE("where packs and their index live") {
         CHECK(layout::pack_path(digest('c')) == "packs/" + digest('c') + ".pack");
         CHECK(layout::pack_index_path(42) == "releases/42/packs");
+        CHECK(layout::is_pack_file_name(layout::pack_file_name(digest('c'))));
+        CHECK_FALSE(layout::is_pack_file_name(digest('c')));
+        CHECK_FALSE(layout::is_pack_file_name(digest('C') + ".pack"));
+        CHECK_FALSE(layout::is_pack_file_name(digest('c') + ".pack.tmp"));
     }
 }
 
